@@ -1,0 +1,300 @@
+package oidc
+
+import (
+	"context"
+	"crypto/sha256"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strings"
+	"time"
+
+	coreoidc "github.com/coreos/go-oidc/v3/oidc"
+	jose "github.com/go-jose/go-jose/v4"
+)
+
+// Identity is who a verified token speaks for.
+type Identity struct {
+	Issuer    string
+	Subject   string
+	Address   string   // the mailbox from IdentityClaim, as given
+	Addresses []string // Address first, then aliases; deduplicated case-insensitively
+	Scopes    []string
+	ClientID  string // azp or client_id, if present
+	Expiry    time.Time
+}
+
+func (id *Identity) clone() *Identity {
+	c := *id
+	c.Addresses = slices.Clone(id.Addresses)
+	c.Scopes = slices.Clone(id.Scopes)
+	return &c
+}
+
+// Verifier checks bearer tokens against the configured issuers.
+type Verifier struct {
+	issuers []*issuer
+	cache   *tokenCache // nil when disabled
+	leeway  time.Duration
+	now     func() time.Time
+	log     *slog.Logger
+}
+
+type issuer struct {
+	cfg      IssuerConfig // with defaults
+	keys     *keySet
+	verifier *coreoidc.IDTokenVerifier
+}
+
+// New validates cfg and returns a Verifier. It does not contact any
+// provider, so the gateway starts while one is down: discovery and JWKS are
+// fetched on first use, and retried at most once per MinKeyRefresh after a
+// failure.
+func New(cfg Config) (*Verifier, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg = cfg.withDefaults()
+	v := &Verifier{leeway: cfg.Leeway, now: cfg.Now, log: cfg.Logger}
+	if cfg.CacheSize > 0 {
+		v.cache = newTokenCache(cfg.CacheSize)
+	}
+	for _, ic := range cfg.Issuers {
+		ic = ic.withDefaults()
+		algs := make([]jose.SignatureAlgorithm, len(ic.Algorithms))
+		for i, a := range ic.Algorithms {
+			algs[i] = jose.SignatureAlgorithm(a)
+		}
+		ks := &keySet{
+			issuer:       ic.Issuer,
+			discoveryURL: ic.DiscoveryURL,
+			algs:         algs,
+			client:       cfg.HTTPClient,
+			now:          cfg.Now,
+			minRefresh:   cfg.MinKeyRefresh,
+			maxAge:       cfg.KeyMaxAge,
+			log:          cfg.Logger,
+		}
+		v.issuers = append(v.issuers, &issuer{
+			cfg:  ic,
+			keys: ks,
+			// go-oidc checks the signature, the algorithm and "iss". We
+			// check the rest ourselves: it would compare "aud" to one
+			// client ID, and it checks exp/nbf with its own leeway.
+			verifier: coreoidc.NewVerifier(ic.Issuer, ks, &coreoidc.Config{
+				SkipClientIDCheck:    true,
+				SkipExpiryCheck:      true,
+				SupportedSigningAlgs: slices.Clone(ic.Algorithms),
+			}),
+		})
+	}
+	return v, nil
+}
+
+// issuerFor returns the configured issuer a token claims to come from, or
+// nil. It is the one place that maps "iss" to configuration: RFC 9068
+// section 4 wants an exact match. Entra's multi-tenant issuers will be
+// matched here too.
+func (v *Verifier) issuerFor(iss string) *issuer {
+	for _, is := range v.issuers {
+		if is.cfg.Issuer == iss {
+			return is
+		}
+	}
+	return nil
+}
+
+// DiscoveryURL returns the discovery URL of the issuer that best fits the token
+// (by its unverified "iss"), else the first configured issuer's. The SMTP layer
+// puts it in the RFC 7628 failure JSON as "openid-configuration".
+func (v *Verifier) DiscoveryURL(token string) string {
+	if len(token) <= maxTokenBytes {
+		if u, err := parseUnverified(token); err == nil {
+			if is := v.issuerFor(u.iss); is != nil {
+				return is.cfg.DiscoveryURL
+			}
+		}
+	}
+	return v.issuers[0].cfg.DiscoveryURL
+}
+
+// Verify checks a bearer token. Safe for concurrent use. Every error it
+// returns is an *Error.
+func (v *Verifier) Verify(ctx context.Context, token string) (*Identity, error) {
+	if token == "" {
+		return nil, &Error{Code: CodeInvalidRequest, Reason: "missing token"}
+	}
+	if len(token) > maxTokenBytes {
+		return nil, invalidToken("token too large", nil)
+	}
+	now := v.now()
+	var key [sha256.Size]byte
+	if v.cache != nil {
+		key = sha256.Sum256([]byte(token))
+		if id, ok := v.cache.get(key, now); ok {
+			return id.clone(), nil
+		}
+	}
+	id, err := v.verify(ctx, token, now)
+	if err != nil {
+		return nil, err
+	}
+	v.log.Debug("oidc: token verified", "issuer", id.Issuer, "sub", id.Subject,
+		"address", id.Address, "addresses", id.Addresses, "client_id", id.ClientID,
+		"scopes", id.Scopes, "expiry", id.Expiry)
+	if v.cache != nil {
+		v.cache.put(key, id, id.Expiry, now)
+	}
+	return id.clone(), nil
+}
+
+func (v *Verifier) verify(ctx context.Context, token string, now time.Time) (*Identity, *Error) {
+	u, err := parseUnverified(token)
+	if err != nil {
+		return nil, invalidToken("malformed token", err)
+	}
+	is := v.issuerFor(u.iss)
+	if is == nil {
+		return nil, invalidToken("unknown issuer", fmt.Errorf("iss %.200q", u.iss))
+	}
+	// Checked here as well as by go-oidc so that tokens we would reject
+	// anyway never make us fetch keys.
+	if !slices.Contains(is.cfg.Algorithms, u.alg) {
+		return nil, invalidToken("signing algorithm not accepted", fmt.Errorf("alg %.20q", u.alg))
+	}
+	if is.cfg.RequireATJWT && !isATJWT(u.typ) {
+		return nil, invalidToken("token type is not at+jwt", fmt.Errorf("typ %.40q", u.typ))
+	}
+	slot := &keyErr{}
+	idt, err := is.verifier.Verify(context.WithValue(ctx, keyErrKey{}, slot), token)
+	if err != nil {
+		if slot.err != nil {
+			return nil, slot.err
+		}
+		return nil, invalidToken("invalid token", err)
+	}
+	var c claims
+	if err := idt.Claims(&c); err != nil {
+		return nil, invalidToken("malformed claims", err)
+	}
+	return is.identity(c, now, v.leeway)
+}
+
+// identity applies the issuer's policy to a verified claims set.
+func (is *issuer) identity(c claims, now time.Time, leeway time.Duration) (*Identity, *Error) {
+	cfg := &is.cfg
+	if iss, _, _ := c.str("iss"); iss != cfg.Issuer {
+		return nil, invalidToken("unknown issuer", nil)
+	}
+
+	// RFC 7519 section 4.1.4: "the current date/time MUST be before the
+	// expiration date/time"; RFC 9068 section 2.2 makes exp required.
+	exp, ok, err := c.date("exp")
+	if err != nil || !ok {
+		return nil, invalidToken("missing expiry", err)
+	}
+	if !now.Before(exp.Add(leeway)) {
+		return nil, invalidToken("token expired", fmt.Errorf("expired at %v", exp))
+	}
+	if nbf, _, err := c.date("nbf"); err != nil {
+		return nil, invalidToken("malformed claims", err)
+	} else if now.Add(leeway).Before(nbf) {
+		return nil, invalidToken("token not yet valid", fmt.Errorf("not before %v", nbf))
+	}
+	if iat, _, err := c.date("iat"); err != nil {
+		return nil, invalidToken("malformed claims", err)
+	} else if iat.After(now.Add(leeway)) {
+		return nil, invalidToken("token issued in the future", fmt.Errorf("issued at %v", iat))
+	}
+
+	aud, err := c.list("aud")
+	if err != nil {
+		return nil, invalidToken("malformed claims", err)
+	}
+	if !slices.ContainsFunc(cfg.Audiences, func(a string) bool { return slices.Contains(aud, a) }) {
+		return nil, invalidToken("audience not accepted", nil)
+	}
+
+	sub, _, err := c.str("sub")
+	if err != nil || sub == "" {
+		return nil, invalidToken("missing subject", err)
+	}
+
+	clientID, _, err := c.str("azp")
+	if err == nil && clientID == "" {
+		clientID, _, err = c.str("client_id")
+	}
+	if err != nil {
+		return nil, invalidToken("malformed claims", err)
+	}
+	if len(cfg.ClientIDs) > 0 && !slices.Contains(cfg.ClientIDs, clientID) {
+		return nil, invalidToken("client not allowed", nil)
+	}
+
+	addr, _, err := c.str(cfg.IdentityClaim)
+	if err != nil || addr == "" {
+		return nil, invalidToken("missing "+cfg.IdentityClaim+" claim", err)
+	}
+	if cfg.IdentityClaim == "email" && c.isFalse("email_verified") {
+		return nil, invalidToken("email not verified", nil)
+	}
+	addrs := []string{addr}
+	if cfg.AliasesClaim != "" {
+		aliases, err := c.list(cfg.AliasesClaim)
+		if err != nil {
+			return nil, invalidToken("malformed "+cfg.AliasesClaim+" claim", err)
+		}
+		for _, a := range aliases {
+			if a != "" && !slices.ContainsFunc(addrs, func(b string) bool { return strings.EqualFold(a, b) }) {
+				addrs = append(addrs, a)
+			}
+		}
+	}
+
+	scopes, err := scopes(c)
+	if err != nil {
+		return nil, invalidToken("malformed claims", err)
+	}
+	// Last: RFC 6750 section 3.1 keeps insufficient_scope for tokens that
+	// are otherwise valid.
+	for _, s := range cfg.RequiredScopes {
+		if !slices.Contains(scopes, s) {
+			return nil, &Error{
+				Code:   CodeInsufficientScope,
+				Scope:  strings.Join(cfg.RequiredScopes, " "),
+				Reason: "insufficient scope",
+				Err:    fmt.Errorf("missing scope %q", s),
+			}
+		}
+	}
+
+	return &Identity{
+		Issuer:    cfg.Issuer,
+		Subject:   sub,
+		Address:   addr,
+		Addresses: addrs,
+		Scopes:    scopes,
+		ClientID:  clientID,
+		Expiry:    exp,
+	}, nil
+}
+
+// scopes merges "scope" (RFC 9068 section 2.2.3, space-separated) and "scp"
+// (Entra: space-separated string; Okta: array).
+func scopes(c claims) ([]string, error) {
+	var out []string
+	for _, name := range []string{"scope", "scp"} {
+		l, err := c.list(name)
+		if err != nil {
+			return nil, err
+		}
+		for _, s := range l {
+			for _, f := range strings.Fields(s) {
+				if !slices.Contains(out, f) {
+					out = append(out, f)
+				}
+			}
+		}
+	}
+	return out, nil
+}
