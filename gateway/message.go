@@ -1,0 +1,161 @@
+package gateway
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"strings"
+	"time"
+)
+
+var errHeaderLimit = errors.New("gateway: message header exceeds limit")
+
+// readHeader reads the message header with every line ending normalised to
+// CRLF. It stops after the empty line that ends the header, at the end of
+// the message, or before the first line that is neither a header field nor
+// a continuation, which it returns as rest: that is where an MTA starts the
+// body (RFC 5322 section 2.2). The header is checked in exactly the form the
+// upstream will see, so a bare CR or LF cannot hide a field from the sender
+// policy.
+func readHeader(br *bufio.Reader, limit int) (header, rest []byte, err error) {
+	var line []byte
+	for {
+		b, err := br.ReadByte()
+		if err == io.EOF {
+			if len(line) == 0 {
+				return header, nil, nil
+			}
+		} else if err != nil {
+			return nil, nil, err
+		}
+		if err == nil && b != '\r' && b != '\n' {
+			line = append(line, b)
+			if len(header)+len(line) > limit {
+				return nil, nil, errHeaderLimit
+			}
+			continue
+		}
+		if b == '\r' {
+			// CRLF or a bare CR: either ends the line.
+			if next, err := br.Peek(1); err == nil && next[0] == '\n' {
+				br.ReadByte()
+			}
+		}
+		line = append(line, '\r', '\n')
+		switch {
+		case len(line) == 2:
+			return append(header, line...), nil, nil
+		case isFieldLine(line) || (len(header) > 0 && (line[0] == ' ' || line[0] == '\t')):
+			header = append(header, line...)
+			if len(header) > limit {
+				return nil, nil, errHeaderLimit
+			}
+			if err == io.EOF {
+				return header, nil, nil
+			}
+			line = line[:0]
+		default:
+			return header, line, nil
+		}
+	}
+}
+
+// isFieldLine reports whether line starts with a field name and a colon
+// (RFC 5322 section 3.6.8: printable ASCII except colon).
+func isFieldLine(line []byte) bool {
+	for i, c := range line {
+		switch {
+		case c == ':':
+			return i > 0
+		case c < '!' || c > '~':
+			return false
+		}
+	}
+	return false
+}
+
+// A crlfWriter turns every bare CR and bare LF into CRLF, so that nothing a
+// client sends can end the message early at the upstream or smuggle a
+// second message past the policy (SMTP smuggling, CVE-2023-51764).
+// Dot-stuffing is left to the SMTP client's DATA writer.
+type crlfWriter struct {
+	w      io.Writer
+	buf    []byte
+	lastCR bool // the previous chunk ended in CR
+}
+
+func (c *crlfWriter) Write(p []byte) (int, error) {
+	c.buf = c.buf[:0]
+	for _, b := range p {
+		switch {
+		case b == '\n':
+			if !c.lastCR {
+				c.buf = append(c.buf, '\r')
+			}
+			c.buf = append(c.buf, '\n')
+			c.lastCR = false
+			continue
+		case c.lastCR:
+			c.buf = append(c.buf, '\n')
+		}
+		c.lastCR = b == '\r'
+		c.buf = append(c.buf, b)
+	}
+	if _, err := c.w.Write(c.buf); err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}
+
+// Close completes a CR left open by the last chunk.
+func (c *crlfWriter) Close() error {
+	if c.lastCR {
+		c.lastCR = false
+		_, err := c.w.Write([]byte{'\n'})
+		return err
+	}
+	return nil
+}
+
+// receivedHeader is the trace field RFC 5321 section 4.4 asks a relay to
+// add, with "ESMTPSA" or "ESMTPA" from RFC 3848 for an authenticated
+// submission.
+func receivedHeader(helo string, remote net.Addr, hostname, id string, tlsState *tls.ConnectionState, rcpts []string, now time.Time) []byte {
+	var b bytes.Buffer
+	ip := remote.String()
+	if host, _, err := net.SplitHostPort(ip); err == nil {
+		ip = host
+	}
+	with := "ESMTPA"
+	if tlsState != nil {
+		with = "ESMTPSA"
+	}
+	fmt.Fprintf(&b, "Received: from %s ([%s])\r\n\tby %s (smtpgate) with %s id %s", sanitizeHelo(helo), ip, hostname, with, id)
+	if tlsState != nil {
+		fmt.Fprintf(&b, "\r\n\t(using %s with cipher %s)", tls.VersionName(tlsState.Version), tls.CipherSuiteName(tlsState.CipherSuite))
+	}
+	if len(rcpts) == 1 {
+		fmt.Fprintf(&b, "\r\n\tfor <%s>", rcpts[0])
+	}
+	fmt.Fprintf(&b, ";\r\n\t%s\r\n", now.Format(time.RFC1123Z))
+	return b.Bytes()
+}
+
+// sanitizeHelo keeps the client's HELO name from breaking the header: it is
+// client input.
+func sanitizeHelo(s string) string {
+	s = strings.Map(func(r rune) rune {
+		if r <= ' ' || r >= 0x7f || r == '(' || r == ')' || r == ';' {
+			return '_'
+		}
+		return r
+	}, s)
+	if len(s) > 255 {
+		s = s[:255]
+	}
+	return s
+}
