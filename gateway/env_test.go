@@ -24,6 +24,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
 
 	"github.com/smtpgate/smtpgate/gateway"
@@ -73,6 +74,11 @@ func newTestEnv(t *testing.T, opts ...envOption) *testEnv {
 	e.verifier = v
 	if gc.Tokens == nil {
 		gc.Tokens = tokenVerifier{v}
+	}
+	if gc.Upstream.Username != "" {
+		e.up.mu.Lock()
+		e.up.password = gc.Upstream.Password
+		e.up.mu.Unlock()
 	}
 	gw, err := gateway.New(gc)
 	if err != nil {
@@ -166,22 +172,22 @@ type rawClient struct {
 	tp   *textproto.Conn
 }
 
-func (e *testEnv) dial() *rawClient {
-	e.t.Helper()
+func (e *testEnv) dial(t *testing.T) *rawClient {
+	t.Helper()
 	conn, err := net.Dial("tcp", e.addr)
 	if err != nil {
-		e.t.Fatal(err)
+		t.Fatal(err)
 	}
-	return newRawClient(e.t, conn)
+	return newRawClient(t, conn)
 }
 
-func (e *testEnv) dialTLS() *rawClient {
-	e.t.Helper()
+func (e *testEnv) dialTLS(t *testing.T) *rawClient {
+	t.Helper()
 	conn, err := tls.Dial("tcp", e.tlsAddr, e.clientTLS)
 	if err != nil {
-		e.t.Fatal(err)
+		t.Fatal(err)
 	}
-	return newRawClient(e.t, conn)
+	return newRawClient(t, conn)
 }
 
 func newRawClient(t *testing.T, conn net.Conn) *rawClient {
@@ -194,21 +200,21 @@ func newRawClient(t *testing.T, conn net.Conn) *rawClient {
 }
 
 // dialAuth returns a client past STARTTLS, EHLO and a successful AUTH.
-func (e *testEnv) dialAuth(token string) *rawClient {
-	e.t.Helper()
-	c := e.dialStartTLS()
+func (e *testEnv) dialAuth(t *testing.T, token string) *rawClient {
+	t.Helper()
+	c := e.dialStartTLS(t)
 	c.auth("XOAUTH2", xoauth2("", token), 235)
 	return c
 }
 
-func (e *testEnv) dialStartTLS() *rawClient {
-	e.t.Helper()
-	c := e.dial()
+func (e *testEnv) dialStartTLS(t *testing.T) *rawClient {
+	t.Helper()
+	c := e.dial(t)
 	c.cmd("EHLO client.test", 250)
 	c.cmd("STARTTLS", 220)
 	tc := tls.Client(c.conn, e.clientTLS)
 	if err := tc.Handshake(); err != nil {
-		e.t.Fatalf("TLS handshake: %v", err)
+		t.Fatalf("TLS handshake: %v", err)
 	}
 	c.conn, c.tp = tc, textproto.NewConn(tc)
 	c.cmd("EHLO client.test", 250)
@@ -300,6 +306,7 @@ type sink struct {
 	dropData  bool
 	live      map[*smtp.Conn]struct{}
 	delivered chan struct{}
+	password  string // if set, AUTH PLAIN as "relay" with it is required
 }
 
 type sinkMsg struct {
@@ -318,6 +325,7 @@ func newSink(t *testing.T) *sink {
 		return &sinkSession{s: s, c: c}, nil
 	}))
 	s.srv.Domain = "upstream.test"
+	s.srv.AllowInsecureAuth = true
 	s.srv.ErrorLog = slog.NewLogLogger(slog.NewTextHandler(t.Output(), nil), slog.LevelDebug)
 	l := listen(t)
 	s.addr = l.Addr().String()
@@ -345,17 +353,37 @@ func (s *sink) dropConnections() {
 }
 
 type sinkSession struct {
-	s    *sink
-	c    *smtp.Conn
-	from string
-	to   []string
+	s      *sink
+	c      *smtp.Conn
+	from   string
+	to     []string
+	authed bool
 }
 
 func (ss *sinkSession) Reset()        { ss.from, ss.to = "", nil }
 func (ss *sinkSession) Logout() error { return nil }
 func (ss *sinkSession) Mail(from string, _ *smtp.MailOptions) error {
+	ss.s.mu.Lock()
+	defer ss.s.mu.Unlock()
+	if ss.s.password != "" && !ss.authed {
+		return smtp.ErrAuthRequired
+	}
 	ss.from = from
 	return nil
+}
+
+func (ss *sinkSession) AuthMechanisms() []string { return []string{sasl.Plain} }
+
+func (ss *sinkSession) Auth(string) (sasl.Server, error) {
+	return sasl.NewPlainServer(func(_, user, pass string) error {
+		ss.s.mu.Lock()
+		defer ss.s.mu.Unlock()
+		if user != "relay" || pass != ss.s.password {
+			return smtp.ErrAuthFailed
+		}
+		ss.authed = true
+		return nil
+	}), nil
 }
 func (ss *sinkSession) Rcpt(to string, _ *smtp.RcptOptions) error {
 	if strings.HasPrefix(to, "reject") {
@@ -420,4 +448,19 @@ func hmacToken(t *testing.T, e *testEnv, payload string) string {
 	mac := hmac.New(sha256.New, jwks)
 	mac.Write([]byte(head + "." + payload))
 	return head + "." + payload + "." + base64.RawURLEncoding.EncodeToString(mac.Sum(nil))
+}
+
+// appTokens is a PasswordChecker with fixed app tokens, standing in for the
+// store at the gateway's seam; the store's own suite tests the real one.
+type appTokens map[string]struct {
+	owner string
+	id    gateway.Identity
+}
+
+func (a appTokens) CheckPassword(_ context.Context, username, password string) (gateway.Identity, error) {
+	t, ok := a[password]
+	if !ok || !strings.EqualFold(t.owner, username) {
+		return gateway.Identity{}, &gateway.AuthError{Reason: "unknown app token"}
+	}
+	return t.id, nil
 }

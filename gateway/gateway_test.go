@@ -39,7 +39,7 @@ func TestSubmitMechanisms(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			c := e.dialStartTLS()
+			c := e.dialStartTLS(t)
 			tc.run(c)
 			reply := c.send("alice@example.com", []string{"bob@example.org"}, testMessage)
 			if !strings.Contains(reply, "TESTQ1") {
@@ -70,7 +70,7 @@ func TestSubmitMechanisms(t *testing.T) {
 
 func TestImplicitTLS(t *testing.T) {
 	e := newTestEnv(t)
-	c := e.dialTLS()
+	c := e.dialTLS(t)
 	ehlo := c.cmd("EHLO client.test", 250)
 	if strings.Contains(ehlo, "STARTTLS") || !strings.Contains(ehlo, "AUTH OAUTHBEARER XOAUTH2") {
 		t.Errorf("EHLO over TLS = %q, want AUTH and no STARTTLS", ehlo)
@@ -84,7 +84,7 @@ func TestImplicitTLS(t *testing.T) {
 
 func TestTLSRules(t *testing.T) {
 	e := newTestEnv(t)
-	c := e.dial()
+	c := e.dial(t)
 	ehlo := c.cmd("EHLO client.test", 250)
 	if strings.Contains(ehlo, "AUTH") || !strings.Contains(ehlo, "STARTTLS") {
 		t.Errorf("EHLO before TLS = %q, want STARTTLS and no AUTH", ehlo)
@@ -97,7 +97,7 @@ func TestTLSRules(t *testing.T) {
 	// the rest of the plaintext state (RFC 3207 section 4.2).
 	c.tp.PrintfLine("STARTTLS\r\nMAIL FROM:<alice@example.com>")
 	c.expect(220)
-	c2 := e.dialStartTLS()
+	c2 := e.dialStartTLS(t)
 	if ehlo := c2.cmd("EHLO again.test", 250); !strings.Contains(ehlo, "AUTH OAUTHBEARER XOAUTH2") {
 		t.Errorf("EHLO after STARTTLS = %q, want AUTH", ehlo)
 	}
@@ -118,7 +118,7 @@ func TestTLS12Minimum(t *testing.T) {
 func TestAuthProtocolErrors(t *testing.T) {
 	e := newTestEnv(t)
 	tok := e.token(nil)
-	c := e.dialStartTLS()
+	c := e.dialStartTLS(t)
 	c.cmd("AUTH CRAM-MD5", 504)
 	c.cmd("AUTH PLAIN", 504) // no app tokens configured
 	c.cmd("AUTH OAUTHBEARER", 334)
@@ -133,7 +133,7 @@ func TestAuthProtocolErrors(t *testing.T) {
 		t.Error("connection still open after 421")
 	}
 
-	c = e.dialAuth(tok)
+	c = e.dialAuth(t, tok)
 	c.auth("XOAUTH2", xoauth2("", tok), 503)
 }
 
@@ -155,7 +155,7 @@ func TestFailureRoundTrip(t *testing.T) {
 	for _, mech := range []string{"OAUTHBEARER", "XOAUTH2"} {
 		for _, a := range answers {
 			t.Run(mech+"/"+a.name, func(t *testing.T) {
-				c := e.dialStartTLS()
+				c := e.dialStartTLS(t)
 				var ir []byte
 				if mech == "XOAUTH2" {
 					ir = xoauth2("alice@example.com", e.token(nil))
@@ -207,7 +207,7 @@ func TestTokenRejections(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			c := e.dialStartTLS()
+			c := e.dialStartTLS(t)
 			challenge := c.auth("OAUTHBEARER", oauthbearer("", tc.token), 334)
 			raw, _ := base64.StdEncoding.DecodeString(challenge)
 			var got map[string]string
@@ -230,16 +230,16 @@ func TestLargeTokenInline(t *testing.T) {
 	if len(tok) < 12<<10 {
 		t.Fatalf("token is %d bytes, want at least 12 KiB", len(tok))
 	}
-	c := e.dialStartTLS()
+	c := e.dialStartTLS(t)
 	c.auth("XOAUTH2", xoauth2("alice@example.com", tok), 235)
-	c = e.dialStartTLS()
+	c = e.dialStartTLS(t)
 	c.auth("OAUTHBEARER", oauthbearer("alice@example.com", tok), 235)
 }
 
 func TestAuthzid(t *testing.T) {
 	e := newTestEnv(t)
 	tok := e.token(map[string]any{"aliases": []string{"sales@example.com"}})
-	c := e.dialStartTLS()
+	c := e.dialStartTLS(t)
 	c.auth("XOAUTH2", xoauth2("mallory@example.com", tok), 535)
 	c.auth("OAUTHBEARER", oauthbearer("mallory@example.com", tok), 535)
 	// A client may retry with another identity; an alias counts, and
@@ -276,7 +276,7 @@ func TestSenderPolicy(t *testing.T) {
 	want := 0
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			c := e.dialAuth(tok)
+			c := e.dialAuth(t, tok)
 			c.cmd("MAIL FROM:<"+tc.from+">", tc.mailCode)
 			if tc.mailCode != 250 {
 				return
@@ -306,7 +306,7 @@ func TestUpstreamDown(t *testing.T) {
 		gc.Upstream.Addr = l.Addr().String()
 		l.Close()
 	})
-	c := e.dialAuth(e.token(nil))
+	c := e.dialAuth(t, e.token(nil))
 	if reply := c.cmd("MAIL FROM:<alice@example.com>", 451); !strings.HasPrefix(reply, "4.4.1") {
 		t.Errorf("reply = %q, want 4.4.1", reply)
 	}
@@ -314,7 +314,7 @@ func TestUpstreamDown(t *testing.T) {
 
 func TestUpstreamRejectsOneRecipient(t *testing.T) {
 	e := newTestEnv(t)
-	c := e.dialAuth(e.token(nil))
+	c := e.dialAuth(t, e.token(nil))
 	c.cmd("MAIL FROM:<alice@example.com>", 250)
 	c.cmd("RCPT TO:<bob@example.org>", 250)
 	if reply := c.cmd("RCPT TO:<reject@example.org>", 550); reply != "5.1.1 No such user here" {
@@ -337,7 +337,7 @@ func TestUpstreamDropsMidData(t *testing.T) {
 	e.up.mu.Lock()
 	e.up.dropData = true
 	e.up.mu.Unlock()
-	c := e.dialAuth(e.token(nil))
+	c := e.dialAuth(t, e.token(nil))
 	c.cmd("MAIL FROM:<alice@example.com>", 250)
 	c.cmd("RCPT TO:<bob@example.org>", 250)
 	c.cmd("DATA", 354)
@@ -357,7 +357,7 @@ func TestUpstreamDropsMidData(t *testing.T) {
 
 func TestPooledConnectionReplaced(t *testing.T) {
 	e := newTestEnv(t)
-	c := e.dialAuth(e.token(nil))
+	c := e.dialAuth(t, e.token(nil))
 	c.send("alice@example.com", []string{"bob@example.org"}, testMessage)
 	c.send("alice@example.com", []string{"bob@example.org"}, testMessage)
 	e.up.mu.Lock()
@@ -378,7 +378,7 @@ func TestMessageSize(t *testing.T) {
 		gc.MaxMessageBytes = 64 << 10
 		gc.MaxHeaderBytes = 4 << 10
 	})
-	c := e.dialAuth(e.token(nil))
+	c := e.dialAuth(t, e.token(nil))
 	if ehlo := c.cmd("EHLO client.test", 250); !strings.Contains(ehlo, "SIZE 65536") {
 		t.Errorf("EHLO = %q, want SIZE 65536", ehlo)
 	}
@@ -401,7 +401,7 @@ func TestMessageSize(t *testing.T) {
 // upstream nor start a second one.
 func TestSmuggling(t *testing.T) {
 	e := newTestEnv(t)
-	c := e.dialAuth(e.token(nil))
+	c := e.dialAuth(t, e.token(nil))
 	c.cmd("MAIL FROM:<alice@example.com>", 250)
 	c.cmd("RCPT TO:<bob@example.org>", 250)
 	c.cmd("DATA", 354)
@@ -433,26 +433,26 @@ func TestSmuggling(t *testing.T) {
 
 func TestKeyRotation(t *testing.T) {
 	e := newTestEnv(t, func(_ *gateway.Config, vc *oidc.Config) { vc.MinKeyRefresh = time.Nanosecond })
-	c := e.dialStartTLS()
+	c := e.dialStartTLS(t)
 	c.auth("OAUTHBEARER", oauthbearer("", e.token(nil)), 235)
 	e.iss.Rotate(t)
-	c = e.dialStartTLS()
+	c = e.dialStartTLS(t)
 	c.auth("OAUTHBEARER", oauthbearer("", e.token(nil)), 235)
 }
 
 func TestIdPDown(t *testing.T) {
 	t.Run("cached keys", func(t *testing.T) {
 		e := newTestEnv(t)
-		c := e.dialStartTLS()
+		c := e.dialStartTLS(t)
 		c.auth("OAUTHBEARER", oauthbearer("", e.token(nil)), 235)
 		e.iss.SetDown(true)
-		c = e.dialStartTLS()
+		c = e.dialStartTLS(t)
 		c.auth("OAUTHBEARER", oauthbearer("", e.token(map[string]any{"sub": "alice2"})), 235)
 	})
 	t.Run("no keys", func(t *testing.T) {
 		e := newTestEnv(t)
 		e.iss.SetDown(true)
-		c := e.dialStartTLS()
+		c := e.dialStartTLS(t)
 		if reply := c.auth("OAUTHBEARER", oauthbearer("", e.token(nil)), 454); !strings.HasPrefix(reply, "4.7.0") {
 			t.Errorf("reply = %q, want 4.7.0", reply)
 		}
@@ -465,8 +465,8 @@ func TestIdPDown(t *testing.T) {
 
 func TestShutdown(t *testing.T) {
 	e := newTestEnv(t)
-	idle := e.dialAuth(e.token(nil))
-	busy := e.dialAuth(e.token(nil))
+	idle := e.dialAuth(t, e.token(nil))
+	busy := e.dialAuth(t, e.token(nil))
 	busy.cmd("MAIL FROM:<alice@example.com>", 250)
 	busy.cmd("RCPT TO:<bob@example.org>", 250)
 	done := make(chan error, 1)
@@ -487,4 +487,75 @@ func TestShutdown(t *testing.T) {
 	if n := len(e.up.messages()); n != 1 {
 		t.Errorf("upstream got %d messages, want 1", n)
 	}
+}
+
+func TestAppTokens(t *testing.T) {
+	tokens := appTokens{
+		"smtpgate_secret1": {"alice@example.com", gateway.Identity{Subject: "apptoken:1", Addresses: []string{"alice@example.com"}}},
+	}
+	e := newTestEnv(t, func(gc *gateway.Config, _ *oidc.Config) { gc.Passwords = tokens })
+	plain := func(authzid, user, pass string) []byte { return []byte(authzid + "\x00" + user + "\x00" + pass) }
+	b64 := func(s string) string { return base64.StdEncoding.EncodeToString([]byte(s)) }
+	tests := []struct {
+		name string
+		run  func(c *rawClient)
+	}{
+		{"PLAIN inline", func(c *rawClient) { c.auth("PLAIN", plain("", "alice@example.com", "smtpgate_secret1"), 235) }},
+		{"PLAIN after 334", func(c *rawClient) {
+			c.cmd("AUTH PLAIN", 334)
+			c.cmd(base64.StdEncoding.EncodeToString(plain("alice@example.com", "Alice@Example.com", "smtpgate_secret1")), 235)
+		}},
+		{"LOGIN", func(c *rawClient) {
+			if got := c.cmd("AUTH LOGIN", 334); got != b64("Username:") {
+				t.Errorf("LOGIN challenge = %q", got)
+			}
+			c.cmd(b64("alice@example.com"), 334)
+			c.cmd(b64("smtpgate_secret1"), 235)
+		}},
+		{"LOGIN username inline", func(c *rawClient) {
+			c.cmd("AUTH LOGIN "+b64("alice@example.com"), 334)
+			c.cmd(b64("smtpgate_secret1"), 235)
+		}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			c := e.dialStartTLS(t)
+			tc.run(c)
+			c.send("alice@example.com", []string{"bob@example.org"}, testMessage)
+		})
+	}
+	t.Run("refused", func(t *testing.T) {
+		c := e.dialStartTLS(t)
+		if ehlo := c.cmd("EHLO client.test", 250); !strings.Contains(ehlo, "AUTH OAUTHBEARER XOAUTH2 PLAIN LOGIN") {
+			t.Errorf("EHLO = %q, want PLAIN and LOGIN offered", ehlo)
+		}
+		c.auth("PLAIN", plain("", "alice@example.com", "wrong"), 535)
+		c.auth("PLAIN", plain("", "bob@example.com", "smtpgate_secret1"), 535)
+		c.auth("PLAIN", []byte("no nuls"), 501)
+		c.auth("PLAIN", plain("", "alice@example.com", "smtpgate_secret1"), 421) // three failures: the connection is done
+	})
+	t.Run("authzid", func(t *testing.T) {
+		c := e.dialStartTLS(t)
+		c.auth("PLAIN", plain("boss@example.com", "alice@example.com", "smtpgate_secret1"), 535)
+	})
+	if strings.Contains(e.logs.String(), "smtpgate_secret1") {
+		t.Error("the log contains an app token")
+	}
+}
+
+func TestUpstreamAuth(t *testing.T) {
+	e := newTestEnv(t, func(gc *gateway.Config, _ *oidc.Config) {
+		gc.Upstream.Username, gc.Upstream.Password = "relay", "s3cret"
+	})
+	c := e.dialAuth(t, e.token(nil))
+	c.send("alice@example.com", []string{"bob@example.org"}, testMessage)
+
+	bad := newTestEnv(t, func(gc *gateway.Config, _ *oidc.Config) {
+		gc.Upstream.Username, gc.Upstream.Password = "relay", "wrong"
+	})
+	bad.up.mu.Lock()
+	bad.up.password = "s3cret"
+	bad.up.mu.Unlock()
+	c = bad.dialAuth(t, bad.token(nil))
+	c.cmd("MAIL FROM:<alice@example.com>", 451)
 }

@@ -95,6 +95,10 @@ func (s *session) Auth(mech string) (sasl.Server, error) {
 		return &bearerServer{s: s, mech: mech, parse: parseOAuthBearer}, nil
 	case "XOAUTH2":
 		return &bearerServer{s: s, mech: mech, parse: parseXOAUTH2}, nil
+	case "PLAIN", "LOGIN":
+		if s.srv.cfg.Passwords != nil {
+			return &passwordServer{s: s, mech: mech}, nil
+		}
 	}
 	return nil, errUnknownMechanism
 }
