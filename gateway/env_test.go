@@ -457,7 +457,7 @@ type appTokens map[string]struct {
 	id    gateway.Identity
 }
 
-func (a appTokens) CheckPassword(_ context.Context, username, password string) (gateway.Identity, error) {
+func (a appTokens) CheckPassword(_ context.Context, username, password, _ string) (gateway.Identity, error) {
 	t, ok := a[password]
 	if !ok || !strings.EqualFold(t.owner, username) {
 		return gateway.Identity{}, &gateway.AuthError{Reason: "unknown app token"}

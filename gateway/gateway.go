@@ -39,9 +39,10 @@ type TokenVerifier interface {
 }
 
 // A PasswordChecker checks an app token given as an AUTH PLAIN or LOGIN
-// password. A failure should be an *AuthError.
+// password; remote is the client's IP address, recorded as where the token
+// was last used. A failure should be an *AuthError.
 type PasswordChecker interface {
-	CheckPassword(ctx context.Context, username, password string) (Identity, error)
+	CheckPassword(ctx context.Context, username, password, remote string) (Identity, error)
 }
 
 // An AuthError is a credential that was checked and refused, in the terms

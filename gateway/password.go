@@ -59,7 +59,7 @@ func (p *passwordServer) check(authzid, username, password string) ([]byte, bool
 	}
 	ctx, cancel := context.WithTimeout(s.ctx, s.srv.cfg.AuthTimeout)
 	defer cancel()
-	id, err := s.srv.cfg.Passwords.CheckPassword(ctx, username, password)
+	id, err := s.srv.cfg.Passwords.CheckPassword(ctx, username, password, s.remoteIP())
 	if err != nil {
 		ae, ok := errors.AsType[*AuthError](err)
 		if !ok || ae.Temporary {

@@ -200,6 +200,14 @@ func (s *session) authSucceeded(mech, user string, id Identity) {
 		"address", address, "tls", s.tlsVersion())
 }
 
+func (s *session) remoteIP() string {
+	addr := s.tc.RemoteAddr().String()
+	if host, _, err := net.SplitHostPort(addr); err == nil {
+		return host
+	}
+	return addr
+}
+
 func (s *session) tlsVersion() string {
 	if st := s.tlsState(); st != nil {
 		return tls.VersionName(st.Version)
