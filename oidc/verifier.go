@@ -3,6 +3,7 @@ package oidc
 import (
 	"context"
 	"crypto/sha256"
+	"encoding/json"
 	"fmt"
 	"log/slog"
 	"slices"
@@ -231,24 +232,9 @@ func (is *issuer) identity(c claims, now time.Time, leeway time.Duration) (*Iden
 		return nil, invalidToken("client not allowed", nil)
 	}
 
-	addr, _, err := c.str(cfg.IdentityClaim)
-	if err != nil || addr == "" {
-		return nil, invalidToken("missing "+cfg.IdentityClaim+" claim", err)
-	}
-	if cfg.IdentityClaim == "email" && c.isFalse("email_verified") {
-		return nil, invalidToken("email not verified", nil)
-	}
-	addrs := []string{addr}
-	if cfg.AliasesClaim != "" {
-		aliases, err := c.list(cfg.AliasesClaim)
-		if err != nil {
-			return nil, invalidToken("malformed "+cfg.AliasesClaim+" claim", err)
-		}
-		for _, a := range aliases {
-			if a != "" && !slices.ContainsFunc(addrs, func(b string) bool { return strings.EqualFold(a, b) }) {
-				addrs = append(addrs, a)
-			}
-		}
+	addr, addrs, e := mailbox(c, cfg.IdentityClaim, cfg.AliasesClaim)
+	if e != nil {
+		return nil, e
 	}
 
 	scopes, err := scopes(c)
@@ -277,6 +263,51 @@ func (is *issuer) identity(c claims, now time.Time, leeway time.Duration) (*Iden
 		ClientID:  clientID,
 		Expiry:    exp,
 	}, nil
+}
+
+// mailbox reads the addresses a claims set may send as: the identity claim
+// first (refused when it is "email" and email_verified is false), then the
+// aliases claim.
+func mailbox(c claims, identityClaim, aliasesClaim string) (string, []string, *Error) {
+	if identityClaim == "" {
+		identityClaim = "email"
+	}
+	addr, _, err := c.str(identityClaim)
+	if err != nil || addr == "" {
+		return "", nil, invalidToken("missing "+identityClaim+" claim", err)
+	}
+	if identityClaim == "email" && c.isFalse("email_verified") {
+		return "", nil, invalidToken("email not verified", nil)
+	}
+	addrs := []string{addr}
+	if aliasesClaim != "" {
+		aliases, err := c.list(aliasesClaim)
+		if err != nil {
+			return "", nil, invalidToken("malformed "+aliasesClaim+" claim", err)
+		}
+		for _, a := range aliases {
+			if a != "" && !slices.ContainsFunc(addrs, func(b string) bool { return strings.EqualFold(a, b) }) {
+				addrs = append(addrs, a)
+			}
+		}
+	}
+	return addr, addrs, nil
+}
+
+// MailAddresses applies the same mailbox rules as token verification to
+// the JSON claims of an already verified token (the web sign-in's ID
+// token), so a person may send as the same addresses over SMTP and in the
+// web app. The mailbox comes first.
+func MailAddresses(rawClaims []byte, identityClaim, aliasesClaim string) ([]string, error) {
+	var c claims
+	if err := json.Unmarshal(rawClaims, &c); err != nil {
+		return nil, invalidToken("malformed claims", err)
+	}
+	_, addrs, e := mailbox(c, identityClaim, aliasesClaim)
+	if e != nil {
+		return nil, e
+	}
+	return addrs, nil
 }
 
 // scopes merges "scope" (RFC 9068 section 2.2.3, space-separated) and "scp"
