@@ -268,6 +268,7 @@ func TestSenderPolicy(t *testing.T) {
 		{"Sender not allowed", "alice@example.com", "From: alice@example.com\r\nSender: bob@example.com\r\n", 250, 550},
 		{"From hidden behind bare LF", "alice@example.com", "X-A: 1\nFrom: bob@example.com\r\n", 250, 550},
 		{"From hidden behind bare CR", "alice@example.com", "X-A: 1\rFrom: bob@example.com\r\n", 250, 550},
+		{"obsolete blank before colon", "alice@example.com", "From : bob@example.com\r\n", 250, 550},
 		{"folded From", "alice@example.com", "From: Alice\r\n <bob@example.com>\r\n", 250, 550},
 		{"unparseable From", "alice@example.com", "From: <<<\r\n", 250, 550},
 		{"encoded display name", "alice@example.com", "From: =?windows-1252?Q?J=F6rg?= <alice@example.com>\r\n", 250, 250},

@@ -43,11 +43,16 @@ func readHeader(br *bufio.Reader, limit int) (header, rest []byte, err error) {
 			// CRLF or a bare CR: either ends the line.
 			if next, err := br.Peek(1); err == nil && next[0] == '\n' {
 				br.ReadByte()
+			} else if err != nil && err != io.EOF {
+				return nil, nil, err
 			}
 		}
 		line = append(line, '\r', '\n')
 		switch {
 		case len(line) == 2:
+			if len(header)+2 > limit {
+				return nil, nil, errHeaderLimit
+			}
 			return append(header, line...), nil, nil
 		case isFieldLine(line) || (len(header) > 0 && (line[0] == ' ' || line[0] == '\t')):
 			header = append(header, line...)
@@ -65,14 +70,20 @@ func readHeader(br *bufio.Reader, limit int) (header, rest []byte, err error) {
 }
 
 // isFieldLine reports whether line starts with a field name and a colon
-// (RFC 5322 section 3.6.8: printable ASCII except colon).
+// (RFC 5322 section 3.6.8: printable ASCII except colon). White space
+// between name and colon (the obsolete syntax of section 4.5.3) counts too,
+// because MTAs such as Postfix accept "From : x" as a From field.
 func isFieldLine(line []byte) bool {
+	n := 0 // length of the field name
 	for i, c := range line {
 		switch {
 		case c == ':':
-			return i > 0
-		case c < '!' || c > '~':
+			return n > 0
+		case (c == ' ' || c == '\t') && n > 0:
+		case c < '!' || c > '~' || n < i:
 			return false
+		default:
+			n++
 		}
 	}
 	return false
@@ -129,6 +140,9 @@ func receivedHeader(helo string, remote net.Addr, hostname, id string, tlsState 
 	ip := remote.String()
 	if host, _, err := net.SplitHostPort(ip); err == nil {
 		ip = host
+	}
+	if strings.Contains(ip, ":") {
+		ip = "IPv6:" + ip // RFC 5321 section 4.1.3
 	}
 	with := "ESMTPA"
 	if tlsState != nil {

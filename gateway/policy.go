@@ -41,11 +41,21 @@ func checkHeader(id *Identity, header []byte) *smtp.SMTPError {
 	if err != nil {
 		return badHeader("cannot be parsed")
 	}
-	for _, field := range []string{"From", "Sender"} {
-		for _, v := range h.Values(field) {
+	for key, values := range h {
+		// "From :" is a From field to the upstream: textproto keeps the
+		// blank in the key.
+		field := textproto.CanonicalMIMEHeaderKey(strings.TrimRight(key, " \t"))
+		if field != "From" && field != "Sender" {
+			continue
+		}
+		for _, v := range values {
 			addrs, err := addressParser.ParseList(v)
 			if err != nil {
 				return badHeader(field + ": field cannot be parsed")
+			}
+			if len(addrs) == 0 {
+				// RFC 5322 section 3.6.2: at least one mailbox.
+				return badHeader(field + ": field has no address")
 			}
 			for _, a := range addrs {
 				if !id.mayUse(a.Address) {
