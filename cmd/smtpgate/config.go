@@ -24,14 +24,48 @@ type Config struct {
 	SMTP            SMTPConfig     `yaml:"smtp"`
 	OIDC            OIDCConfig     `yaml:"oidc"`
 	Upstream        UpstreamConfig `yaml:"upstream"`
+	Web             WebConfig      `yaml:"web"`
+	Store           StoreConfig    `yaml:"store"`
+	Tokens          TokensConfig   `yaml:"tokens"`
 	Log             LogConfig      `yaml:"log"`
 	ShutdownTimeout time.Duration  `yaml:"shutdown_timeout"` // default 30s
 
-	path     string
-	tls      *tls.Config
-	upTLS    *tls.Config
-	password string
+	path         string
+	tls          *tls.Config
+	upTLS        *tls.Config
+	password     string
+	clientSecret string
 }
+
+// WebConfig is the web app where people sign in and create app tokens.
+type WebConfig struct {
+	Listen           string        `yaml:"listen"`   // "" disables the web app
+	BaseURL          string        `yaml:"base_url"` // the callback is base_url + /auth/callback
+	ClientID         string        `yaml:"client_id"`
+	ClientSecretFile string        `yaml:"client_secret_file"` // none: a public client (PKCE only)
+	Issuer           string        `yaml:"issuer"`             // default the first oidc issuer
+	SessionTTL       time.Duration `yaml:"session_ttl"`        // default 1h
+	ReauthAge        time.Duration `yaml:"reauth_age"`         // default 10m: creating a token needs a sign-in this recent
+}
+
+// StoreConfig is the database of app tokens.
+type StoreConfig struct {
+	Driver string `yaml:"driver"` // sqlite
+	DSN    string `yaml:"dsn"`    // for sqlite, a file path
+}
+
+// TokensConfig shapes app tokens.
+type TokensConfig struct {
+	Prefix     string        `yaml:"prefix"`       // default "smtpgate"; teach secret scanners <prefix>_[0-9A-Za-z]{50}
+	DefaultTTL time.Duration `yaml:"default_ttl"`  // default 2160h (90 days)
+	MaxTTL     time.Duration `yaml:"max_ttl"`      // default 8760h (365 days)
+	KeyFile    string        `yaml:"key_file"`     // HMAC key for stored tokens and web cookies; created if missing
+	MaxPerUser int           `yaml:"max_per_user"` // live tokens per person; default 20
+}
+
+// appTokens reports whether app tokens (and so PLAIN/LOGIN and the web
+// app) are configured.
+func (c *Config) appTokens() bool { return c.Store.DSN != "" }
 
 type SMTPConfig struct {
 	Hostname          string        `yaml:"hostname"`
@@ -218,6 +252,8 @@ func (c *Config) provision() error {
 		c.password = strings.TrimRight(string(b), "\r\n")
 	}
 
+	c.provisionTokens(add)
+
 	switch strings.ToLower(c.Log.Level) {
 	case "", "info":
 		c.Log.level = slog.LevelInfo
@@ -236,6 +272,70 @@ func (c *Config) provision() error {
 		add("log.format %q: want auto, text or json", c.Log.Format)
 	}
 	return errors.Join(errs...)
+}
+
+func (c *Config) provisionTokens(add func(string, ...any)) {
+	if c.Store.Driver == "" {
+		c.Store.Driver = "sqlite"
+	}
+	if c.Store.Driver != "sqlite" {
+		add("store.driver %q: only sqlite is supported so far", c.Store.Driver)
+	}
+	t := &c.Tokens
+	if t.Prefix == "" {
+		t.Prefix = "smtpgate"
+	}
+	if t.DefaultTTL == 0 {
+		t.DefaultTTL = 90 * 24 * time.Hour
+	}
+	if t.MaxTTL == 0 {
+		t.MaxTTL = 365 * 24 * time.Hour
+	}
+	if t.DefaultTTL > t.MaxTTL {
+		add("tokens.default_ttl %v exceeds tokens.max_ttl %v", t.DefaultTTL, t.MaxTTL)
+	}
+	if c.appTokens() && t.KeyFile == "" {
+		add("tokens.key_file is required with a store")
+	}
+	w := &c.Web
+	if w.Listen == "" {
+		return
+	}
+	if _, _, err := net.SplitHostPort(w.Listen); err != nil {
+		add("web.listen %q: %v", w.Listen, err)
+	}
+	if !c.appTokens() {
+		add("web: the web app needs store.dsn for its app tokens")
+	}
+	if w.BaseURL == "" {
+		add("web.base_url is required")
+	}
+	if w.ClientID == "" {
+		add("web.client_id is required")
+	}
+	if w.Issuer == "" && len(c.OIDC.Issuers) > 0 {
+		w.Issuer = c.OIDC.Issuers[0].Issuer
+	}
+	if c.webIssuer() == nil {
+		add("web.issuer %q is not one of oidc.issuers", w.Issuer)
+	}
+	if w.ClientSecretFile != "" {
+		b, err := os.ReadFile(w.ClientSecretFile)
+		if err != nil {
+			add("web.client_secret_file: %w", err)
+		}
+		c.clientSecret = strings.TrimSpace(string(b))
+	}
+}
+
+// webIssuer is the oidc issuer the web app signs people in with.
+func (c *Config) webIssuer() *IssuerConfig {
+	for i := range c.OIDC.Issuers {
+		if c.OIDC.Issuers[i].Issuer == c.Web.Issuer {
+			return &c.OIDC.Issuers[i]
+		}
+	}
+	return nil
 }
 
 func (c *Config) oidcConfig(log *slog.Logger) oidc.Config {

@@ -40,6 +40,7 @@ const usage = `usage: smtpgate <command> [flags]
 commands:
   serve -config FILE         run the gateway
   check-config -config FILE  load and validate the config, list every problem
+  token create|list|revoke   administer app tokens (see smtpgate token)
   version                    print the version
 
 -config defaults to $SMTPGATE_CONFIG.
@@ -64,6 +65,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 		fmt.Fprintf(stdout, "%s: OK\n", cfg.path)
 		return nil
+	case "token":
+		return tokenCmd(ctx, args, stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, "smtpgate", version())
 		return nil
@@ -80,17 +83,25 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 func loadConfigFlags(name string, args []string, stderr io.Writer) (*Config, error) {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	path := fs.String("config", os.Getenv("SMTPGATE_CONFIG"), "config `file` (default $SMTPGATE_CONFIG)")
+	path := configFlag(fs)
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("%s: unexpected argument %q", name, fs.Arg(0))
 	}
-	if *path == "" {
-		return nil, fmt.Errorf("%s: no config file: pass -config FILE or set SMTPGATE_CONFIG", name)
+	return configFrom(*path)
+}
+
+func configFlag(fs *flag.FlagSet) *string {
+	return fs.String("config", os.Getenv("SMTPGATE_CONFIG"), "config `file` (default $SMTPGATE_CONFIG)")
+}
+
+func configFrom(path string) (*Config, error) {
+	if path == "" {
+		return nil, errors.New("no config file: pass -config FILE or set SMTPGATE_CONFIG")
 	}
-	return loadConfig(*path)
+	return loadConfig(path)
 }
 
 // version is the module version and VCS revision the binary was built

@@ -5,30 +5,54 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
+	"net/http"
+	"strconv"
+	"time"
 
 	"golang.org/x/sync/errgroup"
 
 	"github.com/smtpgate/smtpgate/gateway"
 	"github.com/smtpgate/smtpgate/oidc"
+	"github.com/smtpgate/smtpgate/store"
+	"github.com/smtpgate/smtpgate/web"
 )
 
-// serve runs the gateway until ctx is done, then drains it.
+// serve runs the gateway (and the web app, if configured) until ctx is
+// done, then drains them.
 func serve(ctx context.Context, cfg *Config, stderr io.Writer) error {
 	log := newLogger(stderr, cfg.Log)
 	v, err := oidc.New(cfg.oidcConfig(log))
 	if err != nil {
 		return fmt.Errorf("token verifier: %w", err)
 	}
-	gw, err := gateway.New(cfg.gatewayConfig(tokenVerifier{v}, log))
+	var (
+		st  *store.Store
+		key []byte
+	)
+	if cfg.appTokens() {
+		st, key, err = openStore(ctx, cfg, log)
+		if err != nil {
+			return err
+		}
+		// Closed last: it flushes the last-used times the sessions wrote.
+		defer st.Close()
+	}
+	gcfg := cfg.gatewayConfig(tokenVerifier{v}, log)
+	if st != nil {
+		gcfg.Passwords = appTokenChecker{st}
+	}
+	gw, err := gateway.New(gcfg)
 	if err != nil {
 		return fmt.Errorf("gateway: %w", err)
 	}
+
 	// Listen before serving, so a port in use is reported by run.
 	type listener struct {
-		name string
-		l    net.Listener
-		fn   func(net.Listener) error
+		name  string
+		l     net.Listener
+		serve func(net.Listener) error
 	}
 	var ls []listener
 	defer func() {
@@ -36,43 +60,115 @@ func serve(ctx context.Context, cfg *Config, stderr io.Writer) error {
 			l.l.Close()
 		}
 	}()
-	for _, x := range []struct {
-		name, addr string
-		fn         func(net.Listener) error
-	}{
-		{"submission", *cfg.SMTP.Submission, gw.Serve},
-		{"submissions", *cfg.SMTP.Submissions, gw.ServeTLS},
-	} {
-		if x.addr == "" {
-			continue
+	listen := func(name, addr string, serve func(net.Listener) error) error {
+		if addr == "" {
+			return nil
 		}
-		l, err := net.Listen("tcp", x.addr)
+		l, err := net.Listen("tcp", addr)
 		if err != nil {
-			return fmt.Errorf("smtp.%s: %w", x.name, err)
+			return fmt.Errorf("%s: %w", name, err)
 		}
-		ls = append(ls, listener{x.name, l, x.fn})
+		ls = append(ls, listener{name, l, serve})
+		return nil
+	}
+	if err := listen("submission", *cfg.SMTP.Submission, gw.Serve); err != nil {
+		return err
+	}
+	if err := listen("submissions", *cfg.SMTP.Submissions, gw.ServeTLS); err != nil {
+		return err
+	}
+	var httpSrv *http.Server
+	if cfg.Web.Listen != "" {
+		h, err := web.New(webConfig(cfg, st, key, log))
+		if err != nil {
+			return err
+		}
+		httpSrv = &http.Server{
+			Handler:           h,
+			ReadHeaderTimeout: 10 * time.Second,
+			ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+		}
+		if err := listen("web", cfg.Web.Listen, func(l net.Listener) error {
+			if err := httpSrv.Serve(l); !errors.Is(err, http.ErrServerClosed) {
+				return err
+			}
+			return nil
+		}); err != nil {
+			return err
+		}
 	}
 
-	g, ctx := errgroup.WithContext(ctx)
+	g, gctx := errgroup.WithContext(ctx)
 	for _, l := range ls {
 		log.Info("listening", "listener", l.name, "addr", l.l.Addr().String())
-		g.Go(func() error { return l.fn(l.l) })
+		g.Go(func() error { return l.serve(l.l) })
 	}
 	g.Go(func() error {
-		<-ctx.Done()
+		<-gctx.Done()
 		log.Info("shutting down", "timeout", cfg.ShutdownTimeout)
-		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.ShutdownTimeout)
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(gctx), cfg.ShutdownTimeout)
 		defer cancel()
-		if err := gw.Shutdown(sctx); err != nil {
+		var errs []error
+		if httpSrv != nil {
+			errs = append(errs, httpSrv.Shutdown(sctx))
+		}
+		errs = append(errs, gw.Shutdown(sctx))
+		if err := errors.Join(errs...); err != nil {
 			return fmt.Errorf("shutdown: %w", err)
 		}
 		return nil
 	})
-	if err := g.Wait(); err != nil && !errors.Is(err, context.Canceled) {
+	if err := g.Wait(); err != nil {
 		return err
 	}
 	log.Info("stopped")
 	return nil
+}
+
+func openStore(ctx context.Context, cfg *Config, log *slog.Logger) (*store.Store, []byte, error) {
+	key, err := store.LoadKey(cfg.Tokens.KeyFile)
+	if err != nil {
+		return nil, nil, fmt.Errorf("tokens.key_file: %w", err)
+	}
+	st, err := store.Open(ctx, cfg.Store.Driver, cfg.Store.DSN, store.Options{
+		Prefix:         cfg.Tokens.Prefix,
+		Key:            key,
+		MaxLivePerUser: cfg.Tokens.MaxPerUser,
+		Logger:         log,
+	})
+	if err != nil {
+		return nil, nil, fmt.Errorf("open store: %w", err)
+	}
+	return st, key, nil
+}
+
+func webConfig(cfg *Config, st *store.Store, key []byte, log *slog.Logger) web.Config {
+	is := cfg.webIssuer()
+	wc := web.Config{
+		BaseURL:         cfg.Web.BaseURL,
+		Issuer:          is.Issuer,
+		ClientID:        cfg.Web.ClientID,
+		ClientSecret:    cfg.clientSecret,
+		IdentityClaim:   is.IdentityClaim,
+		AliasesClaim:    is.AliasesClaim,
+		Store:           st,
+		Key:             key,
+		SessionTTL:      cfg.Web.SessionTTL,
+		ReauthAge:       cfg.Web.ReauthAge,
+		TokenDefaultTTL: cfg.Tokens.DefaultTTL,
+		TokenMaxTTL:     cfg.Tokens.MaxTTL,
+		SMTPHost:        cfg.SMTP.Hostname,
+		Logger:          log,
+	}
+	wc.SubmissionPort = port(*cfg.SMTP.Submission)
+	wc.SubmissionsPort = port(*cfg.SMTP.Submissions)
+	return wc
+}
+
+func port(addr string) int {
+	_, p, _ := net.SplitHostPort(addr)
+	n, _ := strconv.Atoi(p)
+	return n
 }
 
 // tokenVerifier adapts the OIDC verifier to the gateway's seam.
@@ -93,4 +189,18 @@ func (a tokenVerifier) VerifyToken(ctx context.Context, token string) (gateway.I
 		return gateway.Identity{}, err
 	}
 	return gateway.Identity{Subject: id.Issuer + "#" + id.Subject, Addresses: id.Addresses}, nil
+}
+
+// appTokenChecker adapts the store to the gateway's PLAIN/LOGIN seam.
+type appTokenChecker struct{ st *store.Store }
+
+func (a appTokenChecker) CheckPassword(ctx context.Context, username, password, remote string) (gateway.Identity, error) {
+	t, err := a.st.Check(ctx, username, password, remote)
+	switch {
+	case errors.Is(err, store.ErrInvalid), errors.Is(err, store.ErrRevoked), errors.Is(err, store.ErrExpired):
+		return gateway.Identity{}, &gateway.AuthError{Reason: err.Error()}
+	case err != nil:
+		return gateway.Identity{}, &gateway.AuthError{Temporary: true, Reason: err.Error()}
+	}
+	return gateway.Identity{Subject: "apptoken:" + t.ID, Addresses: t.Senders}, nil
 }

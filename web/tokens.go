@@ -1,0 +1,249 @@
+package web
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/go-chi/chi/v5"
+
+	"github.com/smtpgate/smtpgate/store"
+)
+
+// A page is what every template gets.
+type page struct {
+	Session *signIn
+	Title   string
+	Status  int
+	Message string
+
+	// The token pages.
+	Tokens   []tokenRow
+	Form     tokenForm
+	Errors   []string
+	Expiries []expiry
+	Created  *createdToken
+	Settings settings
+}
+
+type tokenRow struct {
+	store.Token
+	Live bool
+}
+
+// A tokenForm is the "new token" form, as submitted.
+type tokenForm struct {
+	Label   string
+	Days    int
+	Senders []string
+	Until   time.Time
+}
+
+type expiry struct {
+	Days     int
+	Label    string
+	Selected bool
+}
+
+type createdToken struct {
+	Secret string
+	Token  store.Token
+}
+
+type settings struct {
+	Host            string
+	SubmissionPort  int
+	SubmissionsPort int
+}
+
+func (a *app) home(w http.ResponseWriter, r *http.Request) {
+	s, ok := a.session(r)
+	if ok {
+		http.Redirect(w, r, "/tokens", http.StatusSeeOther)
+		return
+	}
+	a.render(w, r, http.StatusOK, "home", page{Session: s})
+}
+
+func (a *app) tokens(w http.ResponseWriter, r *http.Request) {
+	s, ok := a.session(r)
+	if !ok {
+		http.Redirect(w, r, "/", http.StatusSeeOther)
+		return
+	}
+	a.renderTokens(w, r, s, http.StatusOK, tokenForm{Days: a.defaultDays(), Senders: s.Addresses[:1]}, nil)
+}
+
+func (a *app) renderTokens(w http.ResponseWriter, r *http.Request, s *signIn, status int, f tokenForm, errs []string) {
+	list, err := a.cfg.Store.List(r.Context(), s.mailbox())
+	if err != nil {
+		a.log.Error("web: list tokens", "err", err)
+		a.fail(w, r, http.StatusInternalServerError, "Your tokens cannot be listed right now.")
+		return
+	}
+	now := a.cfg.Now()
+	rows := make([]tokenRow, len(list))
+	for i, t := range list {
+		rows[i] = tokenRow{t, t.Live(now)}
+	}
+	a.render(w, r, status, "tokens", page{Session: s, Tokens: rows, Form: f, Errors: errs, Expiries: a.expiries(f.Days), Settings: a.settings()})
+}
+
+func (a *app) defaultDays() int { return int(a.cfg.TokenDefaultTTL / (24 * time.Hour)) }
+
+// expiries are the lifetimes offered, up to the maximum.
+func (a *app) expiries(selected int) []expiry {
+	max := int(a.cfg.TokenMaxTTL / (24 * time.Hour))
+	days := []int{7, 30, 90, 180, 365, 730}
+	if d := a.defaultDays(); !slices.Contains(days, d) {
+		days = append(days, d)
+		slices.Sort(days)
+	}
+	var out []expiry
+	for _, d := range days {
+		if d <= max {
+			out = append(out, expiry{d, fmt.Sprintf("%d days", d), d == selected})
+		}
+	}
+	return out
+}
+
+func (a *app) settings() settings {
+	return settings{a.cfg.SMTPHost, a.cfg.SubmissionPort, a.cfg.SubmissionsPort}
+}
+
+// parseForm reads and checks the "new token" form.
+func (a *app) parseForm(r *http.Request, s *signIn) (tokenForm, []string) {
+	var f tokenForm
+	var errs []string
+	f.Label = strings.TrimSpace(r.PostFormValue("label"))
+	switch n := utf8.RuneCountInString(f.Label); {
+	case n == 0:
+		errs = append(errs, "Give the token a label, such as the device or program that will use it.")
+	case n > 100:
+		errs = append(errs, "The label is too long (100 characters at most).")
+	}
+	days, err := strconv.Atoi(r.PostFormValue("days"))
+	if err != nil || !slices.ContainsFunc(a.expiries(0), func(e expiry) bool { return e.Days == days }) {
+		errs = append(errs, "Choose one of the offered lifetimes.")
+		days = a.defaultDays()
+	}
+	f.Days = days
+	f.Until = a.cfg.Now().Add(time.Duration(days) * 24 * time.Hour)
+	for _, addr := range r.PostForm["sender"] {
+		if i := slices.IndexFunc(s.Addresses, func(b string) bool { return strings.EqualFold(addr, b) }); i >= 0 {
+			if !slices.Contains(f.Senders, s.Addresses[i]) {
+				f.Senders = append(f.Senders, s.Addresses[i])
+			}
+		} else {
+			errs = append(errs, "You cannot let a token send as "+addr+".")
+		}
+	}
+	if len(f.Senders) == 0 {
+		errs = append(errs, "Choose at least one address the token may send as.")
+	}
+	return f, errs
+}
+
+// fresh reports whether the sign-in is recent enough to create a token.
+func (a *app) fresh(s *signIn) bool {
+	return a.cfg.Now().Sub(time.Unix(s.AuthTime, 0)) <= a.cfg.ReauthAge
+}
+
+func (a *app) newToken(w http.ResponseWriter, r *http.Request) {
+	s, ok := a.session(r)
+	if !ok {
+		a.fail(w, r, http.StatusUnauthorized, "Your session has ended. Please sign in again.")
+		return
+	}
+	f, errs := a.parseForm(r, s)
+	if len(errs) > 0 {
+		a.renderTokens(w, r, s, http.StatusBadRequest, f, errs)
+		return
+	}
+	if !a.fresh(s) {
+		a.render(w, r, http.StatusOK, "reauth", page{Session: s})
+		return
+	}
+	a.render(w, r, http.StatusOK, "consent", page{Session: s, Form: f, Settings: a.settings()})
+}
+
+func (a *app) confirmToken(w http.ResponseWriter, r *http.Request) {
+	s, ok := a.session(r)
+	if !ok {
+		a.fail(w, r, http.StatusUnauthorized, "Your session has ended. Please sign in again.")
+		return
+	}
+	f, errs := a.parseForm(r, s)
+	if len(errs) > 0 {
+		a.renderTokens(w, r, s, http.StatusBadRequest, f, errs)
+		return
+	}
+	if !a.fresh(s) {
+		a.render(w, r, http.StatusOK, "reauth", page{Session: s})
+		return
+	}
+	secret, t, err := a.cfg.Store.Create(r.Context(), store.NewToken{
+		Owner:       s.mailbox(),
+		Label:       f.Label,
+		Senders:     f.Senders,
+		ExpiresAt:   f.Until,
+		CreatedFrom: remoteIP(r),
+	})
+	switch {
+	case errors.Is(err, store.ErrTooMany):
+		a.renderTokens(w, r, s, http.StatusConflict, f, []string{"You have as many live tokens as allowed. Revoke one you no longer use first."})
+		return
+	case errors.Is(err, store.ErrValidation):
+		a.renderTokens(w, r, s, http.StatusBadRequest, f, []string{strings.TrimPrefix(err.Error(), "store: ")})
+		return
+	case err != nil:
+		a.log.Error("web: create token", "err", err)
+		a.fail(w, r, http.StatusInternalServerError, "The token could not be created. Please try again.")
+		return
+	}
+	a.log.Info("web: token created", "id", t.ID, "owner", t.Owner, "label", t.Label, "senders", t.Senders, "expires", t.ExpiresAt, "remote", remoteIP(r))
+	a.render(w, r, http.StatusOK, "created", page{Session: s, Created: &createdToken{secret, t}, Settings: a.settings()})
+}
+
+func (a *app) revoke(w http.ResponseWriter, r *http.Request) {
+	s, ok := a.session(r)
+	if !ok {
+		a.fail(w, r, http.StatusUnauthorized, "Your session has ended. Please sign in again.")
+		return
+	}
+	id := chi.URLParam(r, "id")
+	err := a.cfg.Store.Revoke(r.Context(), s.mailbox(), id)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		a.fail(w, r, http.StatusNotFound, "There is no such token.")
+		return
+	case err != nil:
+		a.log.Error("web: revoke token", "err", err)
+		a.fail(w, r, http.StatusInternalServerError, "The token could not be revoked. Please try again.")
+		return
+	}
+	a.log.Info("web: token revoked", "id", id, "owner", s.mailbox(), "remote", remoteIP(r))
+	http.Redirect(w, r, "/tokens", http.StatusSeeOther)
+}
+
+func (a *app) revokeAll(w http.ResponseWriter, r *http.Request) {
+	s, ok := a.session(r)
+	if !ok {
+		a.fail(w, r, http.StatusUnauthorized, "Your session has ended. Please sign in again.")
+		return
+	}
+	n, err := a.cfg.Store.RevokeAll(r.Context(), s.mailbox())
+	if err != nil {
+		a.log.Error("web: revoke all tokens", "err", err)
+		a.fail(w, r, http.StatusInternalServerError, "The tokens could not be revoked. Please try again.")
+		return
+	}
+	a.log.Info("web: all tokens revoked", "owner", s.mailbox(), "count", n, "remote", remoteIP(r))
+	http.Redirect(w, r, "/tokens", http.StatusSeeOther)
+}

@@ -1,0 +1,249 @@
+package web
+
+import (
+	"context"
+	"crypto/rand"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/smtpgate/smtpgate/store"
+)
+
+// newTestApp returns the app with a real SQLite store, its handler, and a
+// function that makes a session cookie as a sign-in would.
+func newTestApp(t *testing.T, issuer string) (*app, http.Handler, func(s signIn) *http.Cookie) {
+	t.Helper()
+	key := make([]byte, 32)
+	rand.Read(key)
+	st, err := store.Open(context.Background(), "sqlite", filepath.Join(t.TempDir(), "db"), store.Options{Key: key})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	cfg := Config{BaseURL: "http://127.0.0.1:1", Issuer: issuer, ClientID: "web", Store: st, Key: key, SMTPHost: "mail.example.com", SubmissionPort: 587}
+	if err := cfg.setDefaults(); err != nil {
+		t.Fatal(err)
+	}
+	tmpl, err := parseTemplates()
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := &app{cfg: cfg, log: cfg.Logger, tmpl: tmpl, sessions: newCookieCodec(deriveKey(key, "smtpgate web session v1"))}
+	mk := func(s signIn) *http.Cookie {
+		v, err := a.sessions.seal(a.sessionCookie(), s, time.Now().Add(time.Hour))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return &http.Cookie{Name: a.sessionCookie(), Value: v}
+	}
+	return a, a.routes(), mk
+}
+
+func alice() signIn {
+	return signIn{Subject: "iss#alice", Addresses: []string{"alice@example.com", "team@example.com"}, AuthTime: time.Now().Unix()}
+}
+
+func do(h http.Handler, method, target string, form url.Values, cookies ...*http.Cookie) *httptest.ResponseRecorder {
+	var body *strings.Reader
+	if form != nil {
+		body = strings.NewReader(form.Encode())
+	} else {
+		body = strings.NewReader("")
+	}
+	r := httptest.NewRequest(method, target, body)
+	if form != nil {
+		r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	}
+	for _, c := range cookies {
+		r.AddCookie(c)
+	}
+	w := httptest.NewRecorder()
+	h.ServeHTTP(w, r)
+	return w
+}
+
+func TestSecurityHeaders(t *testing.T) {
+	_, h, _ := newTestApp(t, "http://127.0.0.1:1")
+	for _, path := range []string{"/", "/tokens", "/nope", "/static/style.css"} {
+		w := do(h, "GET", path, nil)
+		for k, want := range map[string]string{
+			"Referrer-Policy":        "no-referrer",
+			"X-Content-Type-Options": "nosniff",
+			"X-Frame-Options":        "DENY",
+		} {
+			if got := w.Header().Get(k); got != want {
+				t.Errorf("GET %s: %s = %q, want %q", path, k, got, want)
+			}
+		}
+		if csp := w.Header().Get("Content-Security-Policy"); !strings.Contains(csp, "frame-ancestors 'none'") || !strings.Contains(csp, "default-src 'none'") {
+			t.Errorf("GET %s: CSP = %q", path, csp)
+		}
+	}
+}
+
+func TestCrossSitePostRefused(t *testing.T) {
+	_, h, session := newTestApp(t, "http://127.0.0.1:1")
+	r := httptest.NewRequest("POST", "/tokens/revoke-all", nil)
+	r.Header.Set("Sec-Fetch-Site", "cross-site")
+	r.AddCookie(session(alice()))
+	w := httptest.NewRecorder()
+	h.ServeHTTP(w, r)
+	if w.Code != http.StatusForbidden {
+		t.Errorf("cross-site POST = %d, want 403", w.Code)
+	}
+	r = httptest.NewRequest("POST", "/tokens/revoke-all", nil)
+	r.Header.Set("Origin", "https://evil.example")
+	r.Host = "127.0.0.1:1"
+	r.AddCookie(session(alice()))
+	w = httptest.NewRecorder()
+	h.ServeHTTP(w, r)
+	if w.Code != http.StatusForbidden {
+		t.Errorf("POST with a foreign Origin = %d, want 403", w.Code)
+	}
+}
+
+func TestTamperedCookieRefused(t *testing.T) {
+	a, h, session := newTestApp(t, "http://127.0.0.1:1")
+	good := session(alice())
+	if w := do(h, "GET", "/tokens", nil, good); w.Code != http.StatusOK {
+		t.Fatalf("GET /tokens with a good session = %d", w.Code)
+	}
+	b := []byte(good.Value)
+	b[len(b)/2] ^= 1
+	for name, c := range map[string]*http.Cookie{
+		"flipped bit": {Name: good.Name, Value: string(b)},
+		"garbage":     {Name: good.Name, Value: "x"},
+		// A login cookie is sealed for another name: it cannot stand in
+		// for a session.
+		"other cookie's value": {Name: good.Name, Value: mustSeal(t, a, a.loginCookie(), alice())},
+	} {
+		if w := do(h, "GET", "/tokens", nil, c); w.Code != http.StatusSeeOther || w.Header().Get("Location") != "/" {
+			t.Errorf("%s: GET /tokens = %d %s, want a redirect to sign in", name, w.Code, w.Header().Get("Location"))
+		}
+	}
+	expired, _ := a.sessions.seal(a.sessionCookie(), alice(), time.Now().Add(-time.Second))
+	if w := do(h, "GET", "/tokens", nil, &http.Cookie{Name: good.Name, Value: expired}); w.Code != http.StatusSeeOther {
+		t.Errorf("expired session: GET /tokens = %d, want a redirect", w.Code)
+	}
+}
+
+func mustSeal(t *testing.T, a *app, name string, v any) string {
+	t.Helper()
+	s, err := a.sessions.seal(name, v, time.Now().Add(time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func TestCallbackState(t *testing.T) {
+	a, h, _ := newTestApp(t, "http://127.0.0.1:1")
+	pending := &http.Cookie{Name: a.loginCookie(), Value: mustSeal(t, a, a.loginCookie(), pendingLogin{State: "s1", Nonce: "n", Verifier: "v", Return: "/tokens"})}
+	tests := []struct {
+		name    string
+		target  string
+		cookies []*http.Cookie
+	}{
+		{"no login cookie", "/auth/callback?state=s1&code=c", nil},
+		{"forged state", "/auth/callback?state=s2&code=c", []*http.Cookie{pending}},
+		{"empty state", "/auth/callback?code=c", []*http.Cookie{pending}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			w := do(h, "GET", tc.target, nil, tc.cookies...)
+			if w.Code != http.StatusBadRequest || !strings.Contains(w.Body.String(), "no longer valid") {
+				t.Errorf("GET %s = %d, want 400 with an explanation", tc.target, w.Code)
+			}
+			if sc := w.Header().Get("Set-Cookie"); !strings.Contains(sc, a.loginCookie()+"=;") {
+				t.Errorf("the login cookie was not cleared: %q", sc)
+			}
+		})
+	}
+}
+
+func TestNoOpenRedirect(t *testing.T) {
+	a, _, _ := newTestApp(t, "http://127.0.0.1:1")
+	for _, ret := range []string{"https://evil.example/", "//evil.example", "/\\evil.example", "javascript:alert(1)", "/tokens/../../x"} {
+		if returnPaths[ret] {
+			t.Errorf("return path %q accepted", ret)
+		}
+	}
+	_ = a
+}
+
+func TestTokenPages(t *testing.T) {
+	a, h, session := newTestApp(t, "http://127.0.0.1:1")
+	c := session(alice())
+	label := `<script>alert("x")</script> iPhone`
+	form := url.Values{"label": {label}, "days": {"90"}, "sender": {"alice@example.com", "TEAM@example.com"}}
+
+	w := do(h, "POST", "/tokens/new", form, c)
+	body := w.Body.String()
+	if w.Code != http.StatusOK || !strings.Contains(body, "may send mail as") || !strings.Contains(body, "until <strong>"+time.Now().Add(90*24*time.Hour).UTC().Format("2006-01-02")) {
+		t.Fatalf("consent page = %d:\n%s", w.Code, body)
+	}
+	if strings.Contains(body, "<script>alert") || !strings.Contains(body, "&lt;script&gt;") {
+		t.Errorf("label not escaped on the consent page")
+	}
+	w = do(h, "POST", "/tokens/confirm", form, c)
+	body = w.Body.String()
+	if w.Code != http.StatusOK {
+		t.Fatalf("confirm = %d:\n%s", w.Code, body)
+	}
+	list, _ := a.cfg.Store.List(context.Background(), "alice@example.com")
+	if len(list) != 1 || list[0].Label != label || strings.Join(list[0].Senders, ",") != "alice@example.com,team@example.com" {
+		t.Fatalf("store holds %+v", list)
+	}
+	if !strings.Contains(body, `value="smtpgate_`) || !strings.Contains(body, "shown only this once") {
+		t.Errorf("created page does not show the token:\n%s", body)
+	}
+
+	// Refusals.
+	for name, f := range map[string]url.Values{
+		"no label":          {"label": {" "}, "days": {"90"}, "sender": {"alice@example.com"}},
+		"foreign sender":    {"label": {"x"}, "days": {"90"}, "sender": {"boss@example.com"}},
+		"no sender":         {"label": {"x"}, "days": {"90"}},
+		"lifetime over max": {"label": {"x"}, "days": {"9999"}, "sender": {"alice@example.com"}},
+	} {
+		if w := do(h, "POST", "/tokens/confirm", f, c); w.Code != http.StatusBadRequest || !strings.Contains(w.Body.String(), `role="alert"`) {
+			t.Errorf("%s: confirm = %d, want 400 with the problem listed", name, w.Code)
+		}
+	}
+	// An old sign-in must sign in again before creating a token.
+	old := alice()
+	old.AuthTime = time.Now().Add(-time.Hour).Unix()
+	if w := do(h, "POST", "/tokens/confirm", form, session(old)); w.Code != http.StatusOK || !strings.Contains(w.Body.String(), "/login?reauth=1") {
+		t.Errorf("stale sign-in: confirm = %d, want the sign-in-again page", w.Code)
+	}
+	if n, _ := a.cfg.Store.List(context.Background(), "alice@example.com"); len(n) != 1 {
+		t.Errorf("store holds %d tokens after refusals, want 1", len(n))
+	}
+
+	// The list shows it; another user cannot revoke it; the owner can.
+	w = do(h, "GET", "/tokens", nil, c)
+	if !strings.Contains(w.Body.String(), "&lt;script&gt;") || !strings.Contains(w.Body.String(), "active") {
+		t.Errorf("token list:\n%s", w.Body.String())
+	}
+	bob := signIn{Subject: "iss#bob", Addresses: []string{"bob@example.com"}, AuthTime: time.Now().Unix()}
+	if w := do(h, "POST", "/tokens/"+list[0].ID+"/revoke", nil, session(bob)); w.Code != http.StatusNotFound {
+		t.Errorf("revoke by another user = %d, want 404", w.Code)
+	}
+	if w := do(h, "POST", "/tokens/"+list[0].ID+"/revoke", nil, c); w.Code != http.StatusSeeOther {
+		t.Errorf("revoke = %d, want 303", w.Code)
+	}
+	if tok, _ := a.cfg.Store.Get(context.Background(), list[0].ID); tok.RevokedAt.IsZero() {
+		t.Error("token not revoked")
+	}
+}
+
+func TestLoginIdPDown(t *testing.T) {
+	_, h, _ := newTestApp(t, "http://127.0.0.1:1")
+	if w := do(h, "GET", "/login", nil); w.Code != http.StatusServiceUnavailable {
+		t.Errorf("GET /login with the provider down = %d, want 503", w.Code)
+	}
+}
