@@ -155,4 +155,3 @@ func remoteIP(r *http.Request) string {
 	}
 	return r.RemoteAddr
 }
-
