@@ -7,7 +7,7 @@ import (
 	"time"
 )
 
-var pages = []string{"home", "tokens", "consent", "created", "reauth", "logout", "error"}
+var pages = []string{"home", "tokens", "consent", "created", "reauth", "logout", "error", "outbox", "message"}
 
 func parseTemplates() (map[string]*template.Template, error) {
 	funcs := template.FuncMap{
@@ -41,6 +41,7 @@ func parseTemplates() (map[string]*template.Template, error) {
 // render writes a page; a template error becomes a 500 rather than half a
 // page.
 func (a *app) render(w http.ResponseWriter, r *http.Request, status int, name string, p page) {
+	p.Dev = a.cfg.OutboxDir != ""
 	var buf bytes.Buffer
 	if err := a.tmpl[name].Execute(&buf, p); err != nil {
 		a.log.Error("web: render", "page", name, "err", err)

@@ -12,6 +12,7 @@ import (
 
 	"github.com/go-chi/chi/v5"
 
+	"github.com/smtpgate/smtpgate/outbox"
 	"github.com/smtpgate/smtpgate/store"
 )
 
@@ -29,6 +30,10 @@ type page struct {
 	Expiries []expiry
 	Created  *createdToken
 	Settings settings
+
+	// The Outbox pages; Dev shows the link to them.
+	Outbox []outbox.Message
+	Dev    bool
 }
 
 type tokenRow struct {

@@ -71,6 +71,9 @@ type Config struct {
 	SMTPHost        string
 	SubmissionPort  int
 	SubmissionsPort int
+	// OutboxDir, if set, adds the Outbox pages, which show the messages
+	// the development upstream filed there. For "smtpgate dev" only.
+	OutboxDir string
 	// HTTPClient talks to the provider. Default http.DefaultClient.
 	HTTPClient *http.Client
 	// Logger gets the audit log. Default: discard.
@@ -187,6 +190,10 @@ func (a *app) routes() http.Handler {
 	r.Post("/tokens/confirm", a.confirmToken)
 	r.Post("/tokens/{id}/revoke", a.revoke)
 	r.Post("/tokens/revoke-all", a.revokeAll)
+	if a.cfg.OutboxDir != "" {
+		r.Get("/outbox", a.outboxList)
+		r.Get("/outbox/{id}", a.outboxMessage)
+	}
 	r.NotFound(func(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, http.StatusNotFound, "There is no such page.")
 	})

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -245,5 +246,31 @@ func TestLoginIdPDown(t *testing.T) {
 	_, h, _ := newTestApp(t, "http://127.0.0.1:1")
 	if w := do(h, "GET", "/login", nil); w.Code != http.StatusServiceUnavailable {
 		t.Errorf("GET /login with the provider down = %d, want 503", w.Code)
+	}
+}
+
+func TestOutboxPages(t *testing.T) {
+	a, _, _ := newTestApp(t, "http://127.0.0.1:1")
+	if w := do(a.routes(), "GET", "/outbox", nil); w.Code != http.StatusNotFound {
+		t.Errorf("GET /outbox without an outbox = %d, want 404", w.Code)
+	}
+	dir := t.TempDir()
+	os.MkdirAll(filepath.Join(dir, "new"), 0o700)
+	raw := "Return-Path: <alice@example.com>\r\nX-Envelope-To: bob@example.org\r\nSubject: <b>hi</b>\r\n\r\nbody\r\n"
+	os.WriteFile(filepath.Join(dir, "new", "1.abc.eml"), []byte(raw), 0o600)
+	a.cfg.OutboxDir = dir
+	h := a.routes()
+	w := do(h, "GET", "/outbox", nil)
+	if w.Code != http.StatusOK || !strings.Contains(w.Body.String(), `href="/outbox/1.abc"`) || !strings.Contains(w.Body.String(), "&lt;b&gt;hi&lt;/b&gt;") {
+		t.Errorf("GET /outbox = %d:\n%s", w.Code, w.Body.String())
+	}
+	w = do(h, "GET", "/outbox/1.abc", nil)
+	if w.Code != http.StatusOK || !strings.Contains(w.Body.String(), "X-Envelope-To: bob@example.org") {
+		t.Errorf("GET /outbox/1.abc = %d:\n%s", w.Code, w.Body.String())
+	}
+	for _, bad := range []string{"/outbox/..%2f..%2fetc%2fpasswd", "/outbox/nope"} {
+		if w := do(h, "GET", bad, nil); w.Code != http.StatusNotFound {
+			t.Errorf("GET %s = %d, want 404", bad, w.Code)
+		}
 	}
 }

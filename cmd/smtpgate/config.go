@@ -46,6 +46,7 @@ type WebConfig struct {
 	Issuer           string        `yaml:"issuer"`             // default the first oidc issuer
 	SessionTTL       time.Duration `yaml:"session_ttl"`        // default 1h
 	ReauthAge        time.Duration `yaml:"reauth_age"`         // default 10m: creating a token needs a sign-in this recent
+	OutboxDir        string        `yaml:"outbox_dir"`         // dev only: show the messages the dev upstream filed here
 }
 
 // StoreConfig is the database of app tokens.

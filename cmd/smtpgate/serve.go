@@ -158,6 +158,7 @@ func webConfig(cfg *Config, st *store.Store, key []byte, log *slog.Logger) web.C
 		TokenDefaultTTL: cfg.Tokens.DefaultTTL,
 		TokenMaxTTL:     cfg.Tokens.MaxTTL,
 		SMTPHost:        cfg.SMTP.Hostname,
+		OutboxDir:       cfg.Web.OutboxDir,
 		Logger:          log,
 	}
 	wc.SubmissionPort = port(*cfg.SMTP.Submission)
