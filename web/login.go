@@ -102,12 +102,15 @@ func (a *app) callback(w http.ResponseWriter, r *http.Request) {
 	var claims json.RawMessage
 	idt.Claims(&claims)
 	addrs, err := oidc.MailAddresses(claims, a.cfg.IdentityClaim, a.cfg.AliasesClaim)
-	if err != nil {
-		// Some providers put the mailbox only in UserInfo.
+	// Many providers put the mailbox or custom claims such as the aliases
+	// only in UserInfo: ask it when the ID token falls short.
+	if err != nil || (a.cfg.AliasesClaim != "" && !hasClaim(claims, a.cfg.AliasesClaim)) {
 		if ui, uerr := provider.UserInfo(ctx, oauth2.StaticTokenSource(tok)); uerr == nil && ui.Subject == idt.Subject {
 			var uc json.RawMessage
 			ui.Claims(&uc)
-			addrs, err = oidc.MailAddresses(uc, a.cfg.IdentityClaim, a.cfg.AliasesClaim)
+			if ua, uerr := oidc.MailAddresses(uc, a.cfg.IdentityClaim, a.cfg.AliasesClaim); uerr == nil && (err != nil || len(ua) > len(addrs) && strings.EqualFold(ua[0], addrs[0])) {
+				addrs, err = ua, nil
+			}
 		}
 	}
 	if err != nil {
@@ -147,6 +150,15 @@ func (a *app) logoutPage(w http.ResponseWriter, r *http.Request) {
 func (a *app) logout(w http.ResponseWriter, r *http.Request) {
 	a.clearCookie(w, a.sessionCookie())
 	http.Redirect(w, r, "/", http.StatusSeeOther)
+}
+
+func hasClaim(raw json.RawMessage, name string) bool {
+	var m map[string]json.RawMessage
+	if json.Unmarshal(raw, &m) != nil {
+		return false
+	}
+	_, ok := m[name]
+	return ok
 }
 
 func remoteIP(r *http.Request) string {

@@ -16,7 +16,7 @@ import (
 func TestRealClients(t *testing.T) {
 	pfAddr, _, _, maildir := postfixEnv(t)
 	iss := testissuer.New(t)
-	gw := startGateway(t, iss, "upstream: {addr: "+pfAddr+", tls: none}")
+	gw := startGateway(t, iss.URL, "upstream: {addr: "+pfAddr+", tls: none}")
 	from, to := "alice@example.com", "bob@example.test"
 
 	t.Run("curl OAUTHBEARER STARTTLS", func(t *testing.T) {
@@ -123,7 +123,7 @@ func TestUpstreamSTARTTLS(t *testing.T) {
 	_, tlsAddr, cert, maildir := postfixEnv(t)
 	requireE2E(t, "postfix STARTTLS listener (SMTPGATE_TEST_POSTFIX_TLS_ADDR, _TLS_CERT)", tlsAddr != "" && cert != "")
 	iss := testissuer.New(t)
-	gw := startGateway(t, iss, "upstream: {addr: "+tlsAddr+", tls: starttls, ca_file: "+cert+", server_name: localhost}")
+	gw := startGateway(t, iss.URL, "upstream: {addr: "+tlsAddr+", tls: starttls, ca_file: "+cert+", server_name: localhost}")
 	id, msg := testMessage(t, "alice@example.com", "bob@example.test")
 	sendPython(t, gw, iss.Token(t, nil), "alice@example.com", "bob@example.test", msg, 235)
 	got := delivered(t, maildir, id)

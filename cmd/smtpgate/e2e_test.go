@@ -66,9 +66,10 @@ type gatewayProc struct {
 	stop                    func() error
 }
 
-// startGateway writes a config for the issuer and upstream and runs serve
-// until the test ends.
-func startGateway(t *testing.T, iss *testissuer.Issuer, upstream string) *gatewayProc {
+// startGateway writes a config trusting issuer, with extra (the upstream
+// section and any others) at its top level, and runs serve until the test
+// ends.
+func startGateway(t *testing.T, issuer, extra string) *gatewayProc {
 	t.Helper()
 	dir := t.TempDir()
 	certFile, keyFile := writeCert(t, dir)
@@ -85,7 +86,7 @@ oidc:
 %s
 log: {level: debug, format: json}
 shutdown_timeout: 5s
-`, certFile, keyFile, iss.URL, testissuer.Audience, upstream)
+`, certFile, keyFile, issuer, testissuer.Audience, extra)
 	path := filepath.Join(dir, "smtpgate.yaml")
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)

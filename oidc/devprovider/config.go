@@ -34,7 +34,7 @@ type User struct {
 	Email         string   // "email"; omitted from tokens when empty
 	EmailVerified bool     // "email_verified"
 	Name          string   // "name" (profile scope)
-	Aliases       []string // "aliases" claim of access tokens, when not empty
+	Aliases       []string // "aliases" claim of access tokens, ID tokens and UserInfo, when not empty
 	Groups        []string // "groups" claim of access tokens, ID tokens and UserInfo, when not empty
 }
 

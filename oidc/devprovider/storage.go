@@ -706,6 +706,9 @@ func setUserinfo(info *oidc.UserInfo, u *user, scopes []string) {
 		// A claim, not the struct field: the field omits false.
 		info.AppendClaims("email_verified", u.EmailVerified)
 	}
+	if len(u.Aliases) > 0 {
+		info.AppendClaims("aliases", slices.Clone(u.Aliases))
+	}
 	if len(u.Groups) > 0 {
 		info.AppendClaims("groups", slices.Clone(u.Groups))
 	}
