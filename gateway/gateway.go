@@ -99,7 +99,8 @@ type UpstreamConfig struct {
 	// the final dot. Zero means 5 minutes (RFC 5321 section 4.5.3.2).
 	CommandTimeout time.Duration
 	// MaxIdle is how many idle connections are kept for reuse. Zero means
-	// 8; negative disables pooling.
+	// MaxConns, so a burst does not end in a round of closes and redials
+	// (IdleTimeout shrinks the pool again); negative disables pooling.
 	MaxIdle int
 	// IdleTimeout is how long an idle connection is kept. Zero means 30s,
 	// well below the 300s most MTAs wait for a command.
@@ -196,14 +197,14 @@ func (c *Config) setDefaults() {
 	if u.CommandTimeout == 0 {
 		u.CommandTimeout = 5 * time.Minute
 	}
+	if u.MaxConns == 0 {
+		u.MaxConns = 100
+	}
 	if u.MaxIdle == 0 {
-		u.MaxIdle = 8
+		u.MaxIdle = u.MaxConns
 	}
 	if u.IdleTimeout == 0 {
 		u.IdleTimeout = 30 * time.Second
-	}
-	if u.MaxConns == 0 {
-		u.MaxConns = 100
 	}
 }
 

@@ -94,7 +94,7 @@ func (r *relay) get(ctx context.Context) (*upstreamConn, error) {
 			uc.reused = true
 			return uc, nil
 		}
-		go uc.c.Close()
+		go uc.quit()
 	}
 	r.mu.Unlock()
 	return r.dial(ctx)
@@ -169,7 +169,11 @@ func (r *relay) release(uc *upstreamConn, broken bool) {
 	r.mu.Lock()
 	if broken || r.closed || len(r.idle) >= r.cfg.MaxIdle {
 		r.mu.Unlock()
-		uc.c.Close()
+		if broken {
+			uc.c.Close()
+		} else {
+			go uc.quit() // a surplus connection: say goodbye off the session's path
+		}
 		return
 	}
 	uc.idleSince = time.Now()
@@ -184,9 +188,14 @@ func (r *relay) close() {
 	r.idle, r.closed = nil, true
 	r.mu.Unlock()
 	for _, uc := range idle {
-		uc.c.CommandTimeout = 5 * time.Second
-		if err := uc.c.Quit(); err != nil {
-			uc.c.Close()
-		}
+		uc.quit()
+	}
+}
+
+// quit ends a connection politely, and closes it regardless.
+func (uc *upstreamConn) quit() {
+	uc.c.CommandTimeout = 5 * time.Second
+	if err := uc.c.Quit(); err != nil {
+		uc.c.Close()
 	}
 }

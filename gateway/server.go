@@ -22,6 +22,7 @@ type Server struct {
 	relay *relay
 	log   *slog.Logger
 
+	bufs    sync.Pool // *dataBuf: the message buffers, reused
 	seq     atomic.Uint64
 	closing atomic.Bool
 	mu      sync.Mutex
@@ -46,6 +47,7 @@ func New(cfg Config) (*Server, error) {
 		relay: newRelay(cfg.Upstream, cfg.Hostname, cfg.Logger),
 		conns: make(map[*trackedConn]struct{}),
 	}
+	s.bufs.New = newDataBuf
 	ss := smtp.NewServer(smtp.BackendFunc(s.newSession))
 	ss.Domain = cfg.Hostname
 	ss.TLSConfig = cfg.TLSConfig

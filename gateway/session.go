@@ -284,7 +284,11 @@ func (s *session) relayData(up *upstreamConn, r io.Reader) (n int64, reply *smtp
 	defer func() { s.srv.relay.release(up, broken) }()
 
 	cfg := &s.srv.cfg
-	br := bufio.NewReaderSize(&deadlineReader{r: r, conn: s.c.Conn(), timeout: cfg.ReadTimeout}, 32<<10)
+	bufs := s.srv.bufs.Get().(*dataBuf)
+	defer s.srv.bufs.Put(bufs)
+	br := bufs.r
+	br.Reset(&deadlineReader{r: r, conn: s.c.Conn(), timeout: cfg.ReadTimeout})
+	defer br.Reset(nil)
 	header, rest, err := readHeader(br, cfg.MaxHeaderBytes)
 	if err != nil {
 		if errors.Is(err, errHeaderLimit) {
@@ -317,7 +321,7 @@ func (s *session) relayData(up *upstreamConn, r io.Reader) (n int64, reply *smtp
 	if _, err := cw.Write(append(header, rest...)); err != nil {
 		return n, nil, s.upstreamWriteErr(err)
 	}
-	buf := make([]byte, 32<<10)
+	buf := bufs.copy[:]
 	for {
 		m, rerr := br.Read(buf)
 		if m > 0 {
@@ -402,6 +406,14 @@ func (s *session) Logout() error {
 	s.cancel()
 	return nil
 }
+
+// dataBuf holds the buffers one message needs, reused across messages.
+type dataBuf struct {
+	r    *bufio.Reader
+	copy [32 << 10]byte
+}
+
+func newDataBuf() any { return &dataBuf{r: bufio.NewReaderSize(nil, 32<<10)} }
 
 // A deadlineReader extends the read deadline while a message arrives, so
 // ReadTimeout bounds silence rather than the whole transfer.
