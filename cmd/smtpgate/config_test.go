@@ -5,8 +5,11 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"reflect"
+	"regexp"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestExampleConfigs loads every file in configs/, so the examples cannot
@@ -111,4 +114,68 @@ func TestCheckConfigCommand(t *testing.T) {
 	if err := run(t.Context(), []string{"frobnicate"}, &out, &errOut); err == nil || !strings.Contains(err.Error(), "unknown command") {
 		t.Errorf("unknown command = %v", err)
 	}
+}
+
+// TestDevYAML keeps configs/dev.yaml equal to what "smtpgate dev
+// -print-config" prints.
+func TestDevYAML(t *testing.T) {
+	want, err := devConfig("smtpgate-dev", defaultDevAddrs())
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := os.ReadFile("../../configs/dev.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(got) != want {
+		t.Errorf("configs/dev.yaml differs from smtpgate dev -print-config; run: go run ./cmd/smtpgate dev -print-config > configs/dev.yaml")
+	}
+}
+
+// TestREADMEConfigReference checks that the README's configuration
+// reference names every key the code reads, and no key it does not.
+func TestREADMEConfigReference(t *testing.T) {
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys := yamlKeys(reflect.TypeFor[Config](), "")
+	documented := regexp.MustCompile("(?m)^\\| `([a-z_.\\[\\]]+)`").FindAllStringSubmatch(string(readme), -1)
+	doc := make(map[string]bool)
+	for _, m := range documented {
+		doc[m[1]] = true
+	}
+	for _, k := range keys {
+		if !doc[k] {
+			t.Errorf("README's configuration reference lacks `%s`", k)
+		}
+		delete(doc, k)
+	}
+	for k := range doc {
+		t.Errorf("README documents `%s`, which the code does not read", k)
+	}
+}
+
+func yamlKeys(typ reflect.Type, prefix string) []string {
+	var out []string
+	for f := range typ.Fields() {
+		tag, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+		if tag == "" || tag == "-" {
+			continue
+		}
+		key := prefix + tag
+		ft := f.Type
+		if ft.Kind() == reflect.Pointer {
+			ft = ft.Elem()
+		}
+		switch {
+		case ft.Kind() == reflect.Struct && ft != reflect.TypeFor[time.Duration]():
+			out = append(out, yamlKeys(ft, key+".")...)
+		case ft.Kind() == reflect.Slice && ft.Elem().Kind() == reflect.Struct:
+			out = append(out, yamlKeys(ft.Elem(), key+"[].")...)
+		default:
+			out = append(out, key)
+		}
+	}
+	return out
 }

@@ -38,6 +38,7 @@ func main() {
 const usage = `usage: smtpgate <command> [flags]
 
 commands:
+  dev                        run everything on loopback, no IdP or MTA needed
   serve -config FILE         run the gateway
   check-config -config FILE  load and validate the config, list every problem
   token create|list|revoke   administer app tokens (see smtpgate token)
@@ -57,7 +58,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		if err != nil {
 			return err
 		}
-		return serve(ctx, cfg, stderr)
+		return serve(ctx, cfg, stderr, nil)
 	case "check-config":
 		cfg, err := loadConfigFlags("check-config", args, stderr)
 		if err != nil {
@@ -65,6 +66,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 		fmt.Fprintf(stdout, "%s: OK\n", cfg.path)
 		return nil
+	case "dev":
+		return devCmd(ctx, args, stdout, stderr)
 	case "token":
 		return tokenCmd(ctx, args, stdout, stderr)
 	case "version":

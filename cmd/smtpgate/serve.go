@@ -20,8 +20,9 @@ import (
 )
 
 // serve runs the gateway (and the web app, if configured) until ctx is
-// done, then drains them.
-func serve(ctx context.Context, cfg *Config, stderr io.Writer) error {
+// done, then drains them. ready, if not nil, is called once every listener
+// is open.
+func serve(ctx context.Context, cfg *Config, stderr io.Writer, ready func()) error {
 	log := newLogger(stderr, cfg.Log)
 	v, err := oidc.New(cfg.oidcConfig(log))
 	if err != nil {
@@ -102,6 +103,9 @@ func serve(ctx context.Context, cfg *Config, stderr io.Writer) error {
 	for _, l := range ls {
 		log.Info("listening", "listener", l.name, "addr", l.l.Addr().String())
 		g.Go(func() error { return l.serve(l.l) })
+	}
+	if ready != nil {
+		ready()
 	}
 	g.Go(func() error {
 		<-gctx.Done()

@@ -1,0 +1,412 @@
+package main
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/big"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"text/template"
+	"time"
+
+	"github.com/smtpgate/smtpgate/oidc/devprovider"
+	"github.com/smtpgate/smtpgate/outbox"
+	"github.com/smtpgate/smtpgate/store"
+)
+
+// devAddrs are the loopback addresses "smtpgate dev" uses, one flag each.
+type devAddrs struct {
+	Submission, Submissions, Web, IdP, Upstream string
+}
+
+func defaultDevAddrs() devAddrs {
+	return devAddrs{
+		Submission:  "127.0.0.1:2587",
+		Submissions: "127.0.0.1:2465",
+		Web:         "127.0.0.1:8080",
+		IdP:         "127.0.0.1:8081",
+		Upstream:    "127.0.0.1:2525",
+	}
+}
+
+// The demo person of dev mode.
+const (
+	devUser     = "alice"
+	devPassword = "alice"
+	devMailbox  = "alice@example.com"
+	devAlias    = "team@example.com"
+	devMarker   = ".smtpgate-dev"
+)
+
+// devCmd runs the whole product on loopback: the development OpenID
+// provider with a demo user, the gateway with a self-signed certificate,
+// the web app, and an upstream that files every message under the data
+// directory. It is configuration, not a second code path: it writes
+// smtpgate.yaml into the data directory and runs serve with that file.
+func devCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("dev", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	dir := fs.String("data", "smtpgate-dev", "the `directory` that keeps state across restarts")
+	reset := fs.Bool("reset", false, "wipe the data directory first")
+	printConfig := fs.Bool("print-config", false, "print the equivalent YAML config and exit")
+	a := defaultDevAddrs()
+	fs.StringVar(&a.Submission, "submission", a.Submission, "SMTP submission (STARTTLS) `address`")
+	fs.StringVar(&a.Submissions, "submissions", a.Submissions, "SMTP submissions (implicit TLS) `address`")
+	fs.StringVar(&a.Web, "web", a.Web, "web app `address`")
+	fs.StringVar(&a.IdP, "idp", a.IdP, "development OpenID provider `address`")
+	fs.StringVar(&a.Upstream, "upstream", a.Upstream, "built-in upstream MTA `address`")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("dev: unexpected argument %q", fs.Arg(0))
+	}
+	yaml, err := devConfig(*dir, a)
+	if err != nil {
+		return err
+	}
+	if *printConfig {
+		_, err := io.WriteString(stdout, yaml)
+		return err
+	}
+	if *reset {
+		if err := resetDataDir(*dir); err != nil {
+			return err
+		}
+	}
+	if err := prepareDataDir(*dir); err != nil {
+		return err
+	}
+	path := filepath.Join(*dir, "smtpgate.yaml")
+	if err := os.WriteFile(path, []byte(yaml), 0o600); err != nil {
+		return fmt.Errorf("dev: %w", err)
+	}
+	cfg, err := loadConfig(path)
+	if err != nil {
+		return err
+	}
+	log := newLogger(stderr, cfg.Log)
+
+	// The gateway's own listeners are opened by serve; checking them here
+	// first lets the error name the flag to change.
+	for _, p := range []struct{ flag, addr string }{{"-submission", a.Submission}, {"-submissions", a.Submissions}, {"-web", a.Web}} {
+		l, err := net.Listen("tcp", p.addr)
+		if err != nil {
+			return fmt.Errorf("dev: %s %s: %w (pass %s ADDR to use another)", p.flag, p.addr, err, p.flag)
+		}
+		l.Close()
+	}
+	idp, err := startDevIdP(*dir, a, log)
+	if err != nil {
+		return err
+	}
+	defer idp.close()
+	ob, err := startOutbox(*dir, a.Upstream, log)
+	if err != nil {
+		return err
+	}
+	defer ob.Close()
+
+	appToken, err := demoAppToken(ctx, cfg, *dir, log)
+	if err != nil {
+		return err
+	}
+	access, err := idp.p.AccessToken(devUser, nil)
+	if err != nil {
+		return fmt.Errorf("dev: mint a token: %w", err)
+	}
+	return serve(ctx, cfg, stderr, func() {
+		printDevHelp(stdout, *dir, a, access, appToken)
+	})
+}
+
+func devConfig(dir string, a devAddrs) (string, error) {
+	t := template.Must(template.New("").Parse(devConfigTemplate))
+	var b strings.Builder
+	err := t.Execute(&b, struct {
+		Dir string
+		devAddrs
+	}{dir, a})
+	return b.String(), err
+}
+
+// devConfigTemplate is dev mode's whole configuration: edit the printed
+// copy to move to a real deployment.
+const devConfigTemplate = `# smtpgate dev: everything on loopback. For production, point oidc at your
+# IdP, upstream at your MTA, and give smtp.tls a real certificate.
+smtp:
+  hostname: localhost
+  submission: "{{.Submission}}"
+  submissions: "{{.Submissions}}"
+  tls:
+    cert_file: {{.Dir}}/tls.crt
+    key_file: {{.Dir}}/tls.key
+oidc:
+  issuers:
+    - issuer: http://{{.IdP}}
+      audiences: [smtp-gateway]
+      aliases_claim: aliases
+upstream:
+  addr: "{{.Upstream}}"
+  tls: none
+store:
+  driver: sqlite
+  dsn: {{.Dir}}/smtpgate.db
+tokens:
+  key_file: {{.Dir}}/token.key
+web:
+  listen: "{{.Web}}"
+  base_url: http://{{.Web}}
+  client_id: smtpgate-web
+  client_secret_file: {{.Dir}}/web-client-secret
+  outbox_dir: {{.Dir}}/outbox
+log:
+  level: info
+  format: auto
+shutdown_timeout: 10s
+`
+
+// resetDataDir wipes dir, but only if it is a dev data directory.
+func resetDataDir(dir string) error {
+	if _, err := os.Stat(dir); errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if _, err := os.Stat(filepath.Join(dir, devMarker)); err != nil {
+		return fmt.Errorf("dev: -reset: %s does not look like a smtpgate dev directory (no %s); not wiping it", dir, devMarker)
+	}
+	return os.RemoveAll(dir)
+}
+
+// prepareDataDir creates what the config names: the certificate, the
+// provider's signing key and the web client's secret. What exists is kept,
+// so state survives restarts.
+func prepareDataDir(dir string) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("dev: %w", err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, devMarker), []byte("smtpgate dev state; smtpgate dev -reset wipes this directory\n"), 0o600); err != nil {
+		return fmt.Errorf("dev: %w", err)
+	}
+	if err := ensureCert(dir); err != nil {
+		return err
+	}
+	if err := ensureFile(filepath.Join(dir, "web-client-secret"), func() ([]byte, error) { return []byte(rand.Text() + "\n"), nil }); err != nil {
+		return err
+	}
+	if err := ensureFile(filepath.Join(dir, "hello.eml"), func() ([]byte, error) { return []byte(helloMessage), nil }); err != nil {
+		return err
+	}
+	return ensureFile(filepath.Join(dir, "idp.key"), func() ([]byte, error) {
+		k, err := rsa.GenerateKey(rand.Reader, 2048)
+		if err != nil {
+			return nil, err
+		}
+		der, err := x509.MarshalPKCS8PrivateKey(k)
+		return pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), err
+	})
+}
+
+const helloMessage = "From: Alice <alice@example.com>\r\nTo: Bob <bob@example.org>\r\nSubject: Hello from smtpgate dev\r\n\r\nThis message went through smtpgate with an OAuth token.\r\n"
+
+func ensureFile(path string, make func() ([]byte, error)) error {
+	if _, err := os.Stat(path); err == nil {
+		return nil
+	}
+	b, err := make()
+	if err != nil {
+		return fmt.Errorf("dev: %s: %w", path, err)
+	}
+	if err := os.WriteFile(path, b, 0o600); err != nil {
+		return fmt.Errorf("dev: %w", err)
+	}
+	return nil
+}
+
+// ensureCert keeps a self-signed certificate for localhost and 127.0.0.1,
+// renewing it when it has expired.
+func ensureCert(dir string) error {
+	certFile, keyFile := filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key")
+	if c, err := tls.LoadX509KeyPair(certFile, keyFile); err == nil && time.Now().Before(c.Leaf.NotAfter.Add(-24*time.Hour)) {
+		return nil
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return err
+	}
+	serial, _ := rand.Int(rand.Reader, big.NewInt(1<<62))
+	tmpl := &x509.Certificate{
+		SerialNumber:          serial,
+		Subject:               pkix.Name{CommonName: "localhost", Organization: []string{"smtpgate dev"}},
+		DNSNames:              []string{"localhost"},
+		IPAddresses:           []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback},
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().Add(365 * 24 * time.Hour),
+		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
+		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
+	if err != nil {
+		return fmt.Errorf("dev: certificate: %w", err)
+	}
+	kb, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kb}), 0o600); err != nil {
+		return fmt.Errorf("dev: %w", err)
+	}
+	return os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644)
+}
+
+type devIdP struct {
+	p   *devprovider.Provider
+	srv *http.Server
+}
+
+func (d *devIdP) close() {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	d.srv.Shutdown(ctx)
+}
+
+func startDevIdP(dir string, a devAddrs, log *slog.Logger) (*devIdP, error) {
+	b, err := os.ReadFile(filepath.Join(dir, "idp.key"))
+	if err != nil {
+		return nil, fmt.Errorf("dev: %w", err)
+	}
+	blk, _ := pem.Decode(b)
+	if blk == nil {
+		return nil, fmt.Errorf("dev: %s/idp.key is not PEM; run with -reset", dir)
+	}
+	k, err := x509.ParsePKCS8PrivateKey(blk.Bytes)
+	key, ok := k.(*rsa.PrivateKey)
+	if err != nil || !ok {
+		return nil, fmt.Errorf("dev: %s/idp.key is not an RSA key; run with -reset", dir)
+	}
+	secret, err := os.ReadFile(filepath.Join(dir, "web-client-secret"))
+	if err != nil {
+		return nil, fmt.Errorf("dev: %w", err)
+	}
+	p, err := devprovider.New(devprovider.Config{
+		Issuer: "http://" + a.IdP,
+		Users: []devprovider.User{{
+			Username: devUser, Password: devPassword, Email: devMailbox, EmailVerified: true,
+			Name: "Alice Example", Aliases: []string{devAlias},
+		}},
+		Clients: []devprovider.Client{
+			{ID: "smtpgate-web", Secret: strings.TrimSpace(string(secret)), RedirectURIs: []string{"http://" + a.Web + "/auth/callback"}},
+			// Thunderbird and other native apps: any port on loopback
+			// (RFC 8252 section 7.3).
+			{ID: "thunderbird", RedirectURIs: []string{"http://localhost", "http://127.0.0.1"}, Scopes: []string{"openid", "email", "profile", "offline_access", "smtp.send"}},
+		},
+		SigningKey:    key,
+		AllowInsecure: true,
+		Logger:        log,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("dev: identity provider: %w", err)
+	}
+	l, err := p.Listen(a.IdP)
+	if err != nil {
+		return nil, fmt.Errorf("dev: -idp %s: %w (pass -idp ADDR to use another)", a.IdP, err)
+	}
+	srv := &http.Server{Handler: p.Handler(), ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)}
+	go srv.Serve(l)
+	log.Info("listening", "listener", "idp", "addr", l.Addr().String())
+	return &devIdP{p, srv}, nil
+}
+
+func startOutbox(dir, addr string, log *slog.Logger) (*outbox.Server, error) {
+	ob, err := outbox.New(filepath.Join(dir, "outbox"), "upstream.localhost", log)
+	if err != nil {
+		return nil, err
+	}
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("dev: -upstream %s: %w (pass -upstream ADDR to use another)", addr, err)
+	}
+	go ob.Serve(l)
+	log.Info("listening", "listener", "upstream", "addr", l.Addr().String())
+	return ob, nil
+}
+
+// demoAppToken returns the demo person's app token, kept in the data
+// directory (dev mode only: a real one is never stored in clear) and made
+// anew when it is gone, revoked or expired.
+func demoAppToken(ctx context.Context, cfg *Config, dir string, log *slog.Logger) (string, error) {
+	st, _, err := openStore(ctx, cfg, log)
+	if err != nil {
+		return "", err
+	}
+	defer st.Close()
+	path := filepath.Join(dir, "demo-app-token")
+	if b, err := os.ReadFile(path); err == nil {
+		tok := strings.TrimSpace(string(b))
+		if id, _, err := store.ParseToken(cfg.Tokens.Prefix, tok); err == nil {
+			if t, err := st.Get(ctx, id); err == nil && t.Live(time.Now()) {
+				return tok, nil
+			}
+		}
+	}
+	tok, _, err := st.Create(ctx, store.NewToken{
+		Owner: devMailbox, Label: "smtpgate dev demo", Senders: []string{devMailbox, devAlias},
+		ExpiresAt: time.Now().Add(cfg.Tokens.DefaultTTL), CreatedFrom: "dev",
+	})
+	if err != nil {
+		return "", fmt.Errorf("dev: demo app token: %w", err)
+	}
+	if err := os.WriteFile(path, []byte(tok+"\n"), 0o600); err != nil {
+		return "", fmt.Errorf("dev: %w", err)
+	}
+	return tok, nil
+}
+
+func printDevHelp(w io.Writer, dir string, a devAddrs, access, appToken string) {
+	q := shellQuote
+	fmt.Fprintf(w, `
+smtpgate dev is running; state is kept in %[1]s/ (Ctrl-C stops it, -reset starts afresh).
+
+  Web app   http://%[2]s   sign in as %[3]s, password %[4]s
+  Outbox    http://%[2]s/outbox   (what the built-in upstream received)
+  SMTP      %[5]s (STARTTLS) and %[6]s (implicit TLS), certificate %[1]s/tls.crt
+  OpenID    http://%[7]s/.well-known/openid-configuration
+
+Send a message with an OAuth token (SASL OAUTHBEARER; the token is valid for an hour):
+
+  curl --url smtp://%[5]s --ssl-reqd --cacert %[8]s --mail-from %[9]s --mail-rcpt bob@example.org --user %[9]s: --oauth2-bearer %[10]s --upload-file %[11]s
+
+Send a message with an app token (AUTH PLAIN), as Apple Mail or a printer would:
+
+  swaks --server %[5]s --tls --auth PLAIN --auth-user %[9]s --auth-password %[12]s --from %[9]s --to bob@example.org
+
+The configuration is %[13]s; 'smtpgate dev -print-config' prints it.
+
+`, dir, a.Web, devUser, devPassword, a.Submission, a.Submissions, a.IdP,
+		q(filepath.Join(dir, "tls.crt")), devMailbox, access, q(filepath.Join(dir, "hello.eml")), appToken,
+		q(filepath.Join(dir, "smtpgate.yaml")))
+}
+
+// shellQuote quotes s for a POSIX shell when it needs it.
+func shellQuote(s string) string {
+	if s != "" && strings.Trim(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789@%+=:,./-_") == "" {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}
