@@ -160,37 +160,35 @@ func (a *app) fresh(s *signIn) bool {
 	return a.cfg.Now().Sub(time.Unix(s.AuthTime, 0)) <= a.cfg.ReauthAge
 }
 
-func (a *app) newToken(w http.ResponseWriter, r *http.Request) {
+// tokenRequest reads a "new token" form and answers it when it cannot go
+// on: no session, a bad form, or a sign-in too old to create a token.
+func (a *app) tokenRequest(w http.ResponseWriter, r *http.Request) (*signIn, tokenForm, bool) {
 	s, ok := a.session(r)
 	if !ok {
 		a.fail(w, r, http.StatusUnauthorized, "Your session has ended. Please sign in again.")
-		return
+		return nil, tokenForm{}, false
 	}
 	f, errs := a.parseForm(r, s)
 	if len(errs) > 0 {
 		a.renderTokens(w, r, s, http.StatusBadRequest, f, errs)
-		return
+		return nil, f, false
 	}
 	if !a.fresh(s) {
 		a.render(w, r, http.StatusOK, "reauth", page{Session: s})
-		return
+		return nil, f, false
 	}
-	a.render(w, r, http.StatusOK, "consent", page{Session: s, Form: f, Settings: a.settings()})
+	return s, f, true
+}
+
+func (a *app) newToken(w http.ResponseWriter, r *http.Request) {
+	if s, f, ok := a.tokenRequest(w, r); ok {
+		a.render(w, r, http.StatusOK, "consent", page{Session: s, Form: f, Settings: a.settings()})
+	}
 }
 
 func (a *app) confirmToken(w http.ResponseWriter, r *http.Request) {
-	s, ok := a.session(r)
+	s, f, ok := a.tokenRequest(w, r)
 	if !ok {
-		a.fail(w, r, http.StatusUnauthorized, "Your session has ended. Please sign in again.")
-		return
-	}
-	f, errs := a.parseForm(r, s)
-	if len(errs) > 0 {
-		a.renderTokens(w, r, s, http.StatusBadRequest, f, errs)
-		return
-	}
-	if !a.fresh(s) {
-		a.render(w, r, http.StatusOK, "reauth", page{Session: s})
 		return
 	}
 	secret, t, err := a.cfg.Store.Create(r.Context(), store.NewToken{
