@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/smtpgate/smtpgate/oidc/devprovider"
 	"github.com/smtpgate/smtpgate/store"
 )
 
@@ -167,14 +168,54 @@ func TestCallbackState(t *testing.T) {
 	}
 }
 
+// TestNoOpenRedirect runs /login against a real provider with every kind
+// of return parameter: the sign-in always leads back to /tokens, and the
+// provider is sent only the registered callback.
 func TestNoOpenRedirect(t *testing.T) {
-	a, _, _ := newTestApp(t, "http://127.0.0.1:1")
-	for _, ret := range []string{"https://evil.example/", "//evil.example", "/\\evil.example", "javascript:alert(1)", "/tokens/../../x"} {
-		if returnPaths[ret] {
-			t.Errorf("return path %q accepted", ret)
+	idp := httptest.NewUnstartedServer(nil)
+	p, err := devprovider.New(devprovider.Config{
+		Issuer:        "http://" + idp.Listener.Addr().String(),
+		Users:         []devprovider.User{{Username: "alice", Password: "pw", Email: "alice@example.com", EmailVerified: true}},
+		Clients:       []devprovider.Client{{ID: "web", Secret: "s", RedirectURIs: []string{"http://127.0.0.1:1/auth/callback"}}},
+		AllowInsecure: true,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	idp.Config.Handler = p.Handler()
+	idp.Start()
+	t.Cleanup(idp.Close)
+	a, h, _ := newTestApp(t, idp.URL)
+	for _, ret := range []string{"https://evil.example/", "//evil.example", "/\\evil.example", "javascript:alert(1)", "/tokens/../../x", "/tokens"} {
+		w := do(h, "GET", "/login?return="+url.QueryEscape(ret)+"&redirect_uri=https://evil.example/", nil)
+		if w.Code != http.StatusFound {
+			t.Fatalf("GET /login = %d", w.Code)
+		}
+		loc, err := url.Parse(w.Header().Get("Location"))
+		if err != nil || !strings.HasPrefix(loc.String(), idp.URL+"/") {
+			t.Errorf("return=%q: /login redirects to %q, want the provider", ret, loc)
+			continue
+		}
+		if got := loc.Query().Get("redirect_uri"); got != "http://127.0.0.1:1/auth/callback" {
+			t.Errorf("return=%q: redirect_uri sent to the provider = %q", ret, got)
+		}
+		var pl pendingLogin
+		var ck *http.Cookie
+		for _, c := range w.Result().Cookies() {
+			if c.Name == a.loginCookie() {
+				ck = c
+			}
+		}
+		if ck == nil || a.sessions.open(a.loginCookie(), ck.Value, &pl, time.Now()) != nil {
+			t.Fatalf("return=%q: no login cookie", ret)
+		}
+		if pl.Return != "/tokens" {
+			t.Errorf("return=%q: the sign-in would lead back to %q, want /tokens", ret, pl.Return)
+		}
+		if loc.Query().Get("code_challenge_method") != "S256" || loc.Query().Get("state") != pl.State || loc.Query().Get("nonce") != pl.Nonce {
+			t.Errorf("return=%q: authorization request lacks PKCE S256, state or nonce: %s", ret, loc)
 		}
 	}
-	_ = a
 }
 
 func TestTokenPages(t *testing.T) {
