@@ -25,6 +25,7 @@ type page struct {
 
 	// The token pages.
 	Tokens   []tokenRow
+	AnyLive  bool
 	Form     tokenForm
 	Errors   []string
 	Expiries []expiry
@@ -93,10 +94,12 @@ func (a *app) renderTokens(w http.ResponseWriter, r *http.Request, s *signIn, st
 	}
 	now := a.cfg.Now()
 	rows := make([]tokenRow, len(list))
+	anyLive := false
 	for i, t := range list {
 		rows[i] = tokenRow{t, t.Live(now)}
+		anyLive = anyLive || rows[i].Live
 	}
-	a.render(w, r, status, "tokens", page{Session: s, Tokens: rows, Form: f, Errors: errs, Expiries: a.expiries(f.Days), Settings: a.settings()})
+	a.render(w, r, status, "tokens", page{Session: s, Tokens: rows, AnyLive: anyLive, Form: f, Errors: errs, Expiries: a.expiries(f.Days), Settings: a.settings()})
 }
 
 func (a *app) defaultDays() int { return int(a.cfg.TokenDefaultTTL / (24 * time.Hour)) }

@@ -281,6 +281,9 @@ func TestTokenPages(t *testing.T) {
 	if tok, _ := a.cfg.Store.Get(context.Background(), list[0].ID); tok.RevokedAt.IsZero() {
 		t.Error("token not revoked")
 	}
+	if w := do(h, "GET", "/tokens", nil, c); !strings.Contains(w.Body.String(), "revoked") || strings.Contains(w.Body.String(), "Revoke all tokens") {
+		t.Errorf("after revoking the only token, the list = \n%s\nwant it shown revoked and no Revoke all", w.Body.String())
+	}
 }
 
 func TestLoginIdPDown(t *testing.T) {

@@ -438,7 +438,7 @@ func TestAppTokenCLI(t *testing.T) {
 
 	// revoke -all counts the live tokens only.
 	scanner, _ := create("scanner")
-	if out, _ := token("revoke", "-user", aliceAddr, "-all"); out != "revoked 1 tokens of "+aliceAddr+"\n" {
+	if out, _ := token("revoke", "-user", aliceAddr, "-all"); out != "revoked 1 live token(s) of "+aliceAddr+"\n" {
 		t.Errorf("token revoke -all said %q, want 1 token revoked", out)
 	}
 	if out := sendPassword(t, e.gw, "PLAIN", aliceAddr, scanner, aliceAddr, bobAddr, msg); out != "auth 535\n" {

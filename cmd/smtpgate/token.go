@@ -126,7 +126,7 @@ func tokenCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			if err != nil {
 				return fmt.Errorf("token revoke: %w", err)
 			}
-			fmt.Fprintf(stdout, "revoked %d tokens of %s\n", n, *user)
+			fmt.Fprintf(stdout, "revoked %d live token(s) of %s\n", n, *user)
 		case !*all && fs.NArg() == 1:
 			if err := st.Revoke(ctx, strings.ToLower(*user), fs.Arg(0)); err != nil {
 				return fmt.Errorf("token revoke: %w", err)
