@@ -18,7 +18,6 @@ import (
 
 	"github.com/smtpgate/smtpgate/gateway"
 	"github.com/smtpgate/smtpgate/oidc"
-	"github.com/smtpgate/smtpgate/oidc/testissuer"
 )
 
 // The benchmarks drive whole client sessions over loopback: each op is
@@ -164,59 +163,12 @@ type benchGateway struct {
 	cert      tls.Certificate
 }
 
-// newBenchGateway is newTestEnv for benchmarks and the memory test (which
-// newTestEnv, taking a *testing.T, cannot serve).
+// newBenchGateway is newTestEnv for benchmarks and the memory test: the
+// gateway relays to upstream and logs nothing below Info, as in production.
 func newBenchGateway(tb testing.TB, upstream string, opts ...envOption) *benchGateway {
 	tb.Helper()
-	iss := testissuer.New(tb)
-	cert, pool := testCert(tb)
-	log := slog.New(slog.NewJSONHandler(io.Discard, nil))
-	vc := oidc.Config{
-		Issuers: []oidc.IssuerConfig{{Issuer: iss.URL, Audiences: []string{testissuer.Audience}, AliasesClaim: "aliases"}},
-		Logger:  log,
-	}
-	gc := gateway.Config{
-		Hostname:  "gw.test",
-		TLSConfig: &tls.Config{Certificates: []tls.Certificate{cert}},
-		Upstream:  gateway.UpstreamConfig{Addr: upstream, TLS: gateway.UpstreamTLSNone},
-		Logger:    log,
-	}
-	for _, o := range opts {
-		o(&gc, &vc)
-	}
-	v, err := oidc.New(vc)
-	if err != nil {
-		tb.Fatalf("oidc.New: %v", err)
-	}
-	gc.Tokens = tokenVerifier{v}
-	gw, err := gateway.New(gc)
-	if err != nil {
-		tb.Fatalf("gateway.New: %v", err)
-	}
-	l := listenLoopback(tb)
-	done := make(chan error, 1)
-	go func() { done <- gw.Serve(l) }()
-	tb.Cleanup(func() {
-		gw.Close()
-		if err := <-done; err != nil {
-			tb.Errorf("Serve returned %v", err)
-		}
-	})
-	return &benchGateway{
-		addr:      l.Addr().String(),
-		token:     iss.Token(tb, nil),
-		clientTLS: &tls.Config{RootCAs: pool, ServerName: "localhost"},
-		cert:      cert,
-	}
-}
-
-func listenLoopback(tb testing.TB) net.Listener {
-	tb.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	return l
+	e := startGateway(tb, upstream, slog.New(slog.NewJSONHandler(io.Discard, nil)), opts...)
+	return &benchGateway{addr: e.addr, token: e.iss.Token(tb, nil), clientTLS: e.clientTLS, cert: e.cert}
 }
 
 // A discardServer is a bare go-smtp server, without AUTH or TLS, that
@@ -236,7 +188,7 @@ func newDiscardServer(tb testing.TB) *discardServer {
 	}))
 	srv.Domain = "upstream.test"
 	srv.ErrorLog = slog.NewLogLogger(slog.NewTextHandler(tb.Output(), nil), slog.LevelError)
-	l := listenLoopback(tb)
+	l := listen(tb)
 	d.addr = l.Addr().String()
 	done := make(chan struct{})
 	go func() {

@@ -43,6 +43,7 @@ type testEnv struct {
 	addr      string // submission, STARTTLS
 	tlsAddr   string // submissions, implicit TLS
 	clientTLS *tls.Config
+	cert      tls.Certificate
 	logs      *syncBuffer
 }
 
@@ -50,10 +51,28 @@ type envOption func(*gateway.Config, *oidc.Config)
 
 func newTestEnv(t *testing.T, opts ...envOption) *testEnv {
 	t.Helper()
-	e := &testEnv{t: t, iss: testissuer.New(t), up: newSink(t), logs: &syncBuffer{}}
-	cert, pool := testCert(t)
+	up, logs := newSink(t), &syncBuffer{}
+	log := slog.New(slog.NewTextHandler(io.MultiWriter(logs, t.Output()), &slog.HandlerOptions{Level: slog.LevelDebug}))
+	// The sink wants the password the gateway is configured with.
+	opts = append(opts, func(gc *gateway.Config, _ *oidc.Config) {
+		up.mu.Lock()
+		up.password = gc.Upstream.Password
+		up.mu.Unlock()
+	})
+	e := startGateway(t, up.addr, log, opts...)
+	e.t, e.up, e.logs = t, up, logs
+	return e
+}
+
+// startGateway runs a gateway that trusts a new test issuer and relays to
+// upstream, on both listeners, until the test ends. The benchmarks use it
+// with their own upstream.
+func startGateway(tb testing.TB, upstream string, log *slog.Logger, opts ...envOption) *testEnv {
+	tb.Helper()
+	e := &testEnv{iss: testissuer.New(tb)}
+	cert, pool := testCert(tb)
+	e.cert = cert
 	e.clientTLS = &tls.Config{RootCAs: pool, ServerName: "localhost"}
-	log := slog.New(slog.NewTextHandler(io.MultiWriter(e.logs, t.Output()), &slog.HandlerOptions{Level: slog.LevelDebug}))
 	vc := oidc.Config{
 		Issuers: []oidc.IssuerConfig{{Issuer: e.iss.URL, Audiences: []string{testissuer.Audience}, AliasesClaim: "aliases"}},
 		Logger:  log,
@@ -61,7 +80,7 @@ func newTestEnv(t *testing.T, opts ...envOption) *testEnv {
 	gc := gateway.Config{
 		Hostname:  "gw.test",
 		TLSConfig: &tls.Config{Certificates: []tls.Certificate{cert}},
-		Upstream:  gateway.UpstreamConfig{Addr: e.up.addr, TLS: gateway.UpstreamTLSNone},
+		Upstream:  gateway.UpstreamConfig{Addr: upstream, TLS: gateway.UpstreamTLSNone},
 		Logger:    log,
 	}
 	for _, o := range opts {
@@ -69,44 +88,39 @@ func newTestEnv(t *testing.T, opts ...envOption) *testEnv {
 	}
 	v, err := oidc.New(vc)
 	if err != nil {
-		t.Fatalf("oidc.New: %v", err)
+		tb.Fatalf("oidc.New: %v", err)
 	}
 	e.verifier = v
 	if gc.Tokens == nil {
 		gc.Tokens = tokenVerifier{v}
 	}
-	if gc.Upstream.Username != "" {
-		e.up.mu.Lock()
-		e.up.password = gc.Upstream.Password
-		e.up.mu.Unlock()
-	}
 	gw, err := gateway.New(gc)
 	if err != nil {
-		t.Fatalf("gateway.New: %v", err)
+		tb.Fatalf("gateway.New: %v", err)
 	}
 	e.gw = gw
-	l1 := listen(t)
-	l2 := listen(t)
+	l1 := listen(tb)
+	l2 := listen(tb)
 	e.addr, e.tlsAddr = l1.Addr().String(), l2.Addr().String()
 	done := make(chan error, 2)
 	go func() { done <- gw.Serve(l1) }()
 	go func() { done <- gw.ServeTLS(l2) }()
-	t.Cleanup(func() {
+	tb.Cleanup(func() {
 		gw.Close()
 		for range 2 {
 			if err := <-done; err != nil {
-				t.Errorf("Serve returned %v", err)
+				tb.Errorf("Serve returned %v", err)
 			}
 		}
 	})
 	return e
 }
 
-func listen(t *testing.T) net.Listener {
-	t.Helper()
+func listen(tb testing.TB) net.Listener {
+	tb.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
 	return l
 }
