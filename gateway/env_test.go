@@ -82,6 +82,9 @@ func startGateway(tb testing.TB, upstream string, log *slog.Logger, opts ...envO
 		TLSConfig: &tls.Config{Certificates: []tls.Certificate{cert}},
 		Upstream:  gateway.UpstreamConfig{Addr: upstream, TLS: gateway.UpstreamTLSNone},
 		Logger:    log,
+		// Every test client comes from 127.0.0.1; TestAuthFailureDelay
+		// turns the slowdown on.
+		AuthFailureDelay: -1,
 	}
 	for _, o := range opts {
 		o(&gc, &vc)

@@ -145,6 +145,11 @@ type Config struct {
 	MaxAuthFailures int
 	// AuthTimeout bounds one credential check. Zero means 30s.
 	AuthTimeout time.Duration
+	// AuthFailureDelay slows down an address that keeps failing AUTH:
+	// after 3 failures within 10 minutes, each further failure reply
+	// waits this much longer than the last, up to 15s. Zero means 1s;
+	// negative disables it.
+	AuthFailureDelay time.Duration
 	// Tokens checks OAUTHBEARER and XOAUTH2 bearer tokens. Required.
 	Tokens TokenVerifier
 	// Passwords checks app tokens given to PLAIN and LOGIN. If nil, those
@@ -183,6 +188,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.AuthTimeout == 0 {
 		c.AuthTimeout = 30 * time.Second
+	}
+	if c.AuthFailureDelay == 0 {
+		c.AuthFailureDelay = time.Second
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)

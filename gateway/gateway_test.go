@@ -560,3 +560,29 @@ func TestUpstreamAuth(t *testing.T) {
 	c = bad.dialAuth(t, bad.token(nil))
 	c.cmd("MAIL FROM:<alice@example.com>", 451)
 }
+
+// TestAuthFailureDelay checks that an address that keeps failing is
+// answered more and more slowly, across connections. Only lower bounds are
+// checked: a busy machine can only make it slower.
+func TestAuthFailureDelay(t *testing.T) {
+	const step = 50 * time.Millisecond
+	e := newTestEnv(t, func(gc *gateway.Config, _ *oidc.Config) { gc.AuthFailureDelay = step })
+	bad := xoauth2("", "not-a-token")
+	for range 3 {
+		c := e.dialStartTLS(t)
+		c.auth("XOAUTH2", bad, 334)
+		c.cmd("", 535)
+	}
+	c := e.dialStartTLS(t)
+	start := time.Now()
+	c.auth("XOAUTH2", bad, 334)
+	if d := time.Since(start); d < step {
+		t.Errorf("4th failure answered after %v, want at least %v", d, step)
+	}
+	c.cmd("", 535)
+	start = time.Now()
+	c.auth("XOAUTH2", bad, 334)
+	if d := time.Since(start); d < 2*step {
+		t.Errorf("5th failure answered after %v, want at least %v", d, 2*step)
+	}
+}

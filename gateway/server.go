@@ -23,6 +23,7 @@ type Server struct {
 	log   *slog.Logger
 
 	bufs    sync.Pool // *dataBuf: the message buffers, reused
+	slow    *slowdown // nil when disabled
 	seq     atomic.Uint64
 	closing atomic.Bool
 	mu      sync.Mutex
@@ -48,6 +49,9 @@ func New(cfg Config) (*Server, error) {
 		conns: make(map[*trackedConn]struct{}),
 	}
 	s.bufs.New = newDataBuf
+	if cfg.AuthFailureDelay > 0 {
+		s.slow = newSlowdown(cfg.AuthFailureDelay)
+	}
 	ss := smtp.NewServer(smtp.BackendFunc(s.newSession))
 	ss.Domain = cfg.Hostname
 	ss.TLSConfig = cfg.TLSConfig

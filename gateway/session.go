@@ -184,10 +184,21 @@ func (b *bearerServer) errorChallenge(ae *AuthError) []byte {
 	return out
 }
 
+// authFailed counts and logs a failed AUTH, and holds the reply back when
+// the client's address keeps failing.
 func (s *session) authFailed(mech, user, reason string) {
 	s.tc.authFailures++
+	delay := s.srv.slow.fail(s.remoteIP())
 	s.log.Info("auth", "mech", mech, "user", user, "result", "failed", "reason", reason,
-		"failures", s.tc.authFailures, "tls", s.tlsVersion())
+		"failures", s.tc.authFailures, "delay", delay, "tls", s.tlsVersion())
+	if delay > 0 {
+		t := time.NewTimer(delay)
+		defer t.Stop()
+		select {
+		case <-t.C:
+		case <-s.ctx.Done():
+		}
+	}
 }
 
 func (s *session) authSucceeded(mech, user string, id Identity) {

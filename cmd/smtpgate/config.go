@@ -82,6 +82,7 @@ type SMTPConfig struct {
 	WriteTimeout      time.Duration `yaml:"write_timeout"`     // default 1m
 	MaxAuthFailures   int           `yaml:"max_auth_failures"` // default 3
 	AuthTimeout       time.Duration `yaml:"auth_timeout"`      // default 30s
+	AuthFailureDelay  time.Duration `yaml:"auth_failure_delay"` // default 1s; negative disables
 }
 
 type TLSFiles struct {
@@ -367,6 +368,7 @@ func (c *Config) gatewayConfig(tokens gateway.TokenVerifier, log *slog.Logger) g
 		WriteTimeout:      s.WriteTimeout,
 		MaxAuthFailures:   s.MaxAuthFailures,
 		AuthTimeout:       s.AuthTimeout,
+		AuthFailureDelay:  s.AuthFailureDelay,
 		Tokens:            tokens,
 		Upstream: gateway.UpstreamConfig{
 			Addr:           u.Addr,
