@@ -74,14 +74,14 @@ type SMTPConfig struct {
 	Submissions       *string       `yaml:"submissions"` // implicit TLS listener, default ":465"; "" disables
 	TLS               TLSFiles      `yaml:"tls"`
 	AllowInsecureAuth bool          `yaml:"allow_insecure_auth"`
-	MaxMessageBytes   int64         `yaml:"max_message_bytes"` // default 25 MiB
-	MaxRecipients     int           `yaml:"max_recipients"`    // default 100
-	MaxLineLength     int           `yaml:"max_line_length"`   // default 64 KiB, at least 32 KiB
-	MaxHeaderBytes    int           `yaml:"max_header_bytes"`  // default 1 MiB
-	ReadTimeout       time.Duration `yaml:"read_timeout"`      // default 5m
-	WriteTimeout      time.Duration `yaml:"write_timeout"`     // default 1m
-	MaxAuthFailures   int           `yaml:"max_auth_failures"` // default 3
-	AuthTimeout       time.Duration `yaml:"auth_timeout"`      // default 30s
+	MaxMessageBytes   int64         `yaml:"max_message_bytes"`  // default 25 MiB
+	MaxRecipients     int           `yaml:"max_recipients"`     // default 100
+	MaxLineLength     int           `yaml:"max_line_length"`    // default 64 KiB, at least 32 KiB
+	MaxHeaderBytes    int           `yaml:"max_header_bytes"`   // default 1 MiB
+	ReadTimeout       time.Duration `yaml:"read_timeout"`       // default 5m
+	WriteTimeout      time.Duration `yaml:"write_timeout"`      // default 1m
+	MaxAuthFailures   int           `yaml:"max_auth_failures"`  // default 3
+	AuthTimeout       time.Duration `yaml:"auth_timeout"`       // default 30s
 	AuthFailureDelay  time.Duration `yaml:"auth_failure_delay"` // default 1s; negative disables
 }
 
