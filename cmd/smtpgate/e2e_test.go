@@ -174,6 +174,12 @@ func testMessage(t *testing.T, from, to string) (id, msg string) {
 // into the Maildir and returns the file's content.
 func delivered(t *testing.T, maildir, id string) string {
 	t.Helper()
+	return deliveredWith(t, maildir, "Message-ID: <"+id+">")
+}
+
+// deliveredWith waits for a delivered message that contains needle.
+func deliveredWith(t *testing.T, maildir, needle string) string {
+	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
 	tick := time.NewTicker(50 * time.Millisecond)
 	defer tick.Stop()
@@ -181,12 +187,12 @@ func delivered(t *testing.T, maildir, id string) string {
 		files, _ := filepath.Glob(filepath.Join(maildir, "new", "*"))
 		for _, f := range files {
 			b, err := os.ReadFile(f)
-			if err == nil && bytes.Contains(b, []byte("Message-ID: <"+id+">")) {
+			if err == nil && bytes.Contains(b, []byte(needle)) {
 				return string(b)
 			}
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("message %s not delivered to %s within 20s", id, maildir)
+			t.Fatalf("no message with %q delivered to %s within 20s", needle, maildir)
 		}
 	}
 	return ""
