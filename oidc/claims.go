@@ -19,6 +19,7 @@ const maxTokenBytes = 64 << 10
 type unverified struct {
 	alg, kid, typ string
 	iss           string
+	aud           []string
 }
 
 // parseUnverified reads the JOSE header and the "iss" of a JWS in compact
@@ -38,12 +39,22 @@ func parseUnverified(token string) (unverified, error) {
 		return unverified{}, fmt.Errorf("header: %w", err)
 	}
 	var p struct {
-		Iss string `json:"iss"`
+		Iss string          `json:"iss"`
+		Aud json.RawMessage `json:"aud"`
 	}
 	if err := decodeSegment(payload, &p); err != nil {
 		return unverified{}, fmt.Errorf("payload: %w", err)
 	}
-	return unverified{alg: h.Alg, kid: h.Kid, typ: h.Typ, iss: p.Iss}, nil
+	u := unverified{alg: h.Alg, kid: h.Kid, typ: h.Typ, iss: p.Iss}
+	// aud is a string or an array (RFC 7519 section 4.1.3); anything else
+	// is left for the verified check to refuse.
+	var one string
+	if json.Unmarshal(p.Aud, &one) == nil {
+		u.aud = []string{one}
+	} else {
+		json.Unmarshal(p.Aud, &u.aud)
+	}
+	return u, nil
 }
 
 func decodeSegment(seg string, v any) error {

@@ -462,3 +462,18 @@ func TestJWKSUnusableKeys(t *testing.T) {
 		wantError(t, err, oidc.CodeInvalidToken, "unknown signing key")
 	}
 }
+
+// TestMicrosoftGraphToken: a token for Graph gets a reason that tells the
+// admin what to change, and costs no key fetch.
+func TestMicrosoftGraphToken(t *testing.T) {
+	iss := testissuer.New(t)
+	v := newVerifier(t, iss, newClock())
+	for _, aud := range []any{"00000003-0000-0000-c000-000000000000", []string{"https://graph.microsoft.com/"}} {
+		_, err := v.Verify(t.Context(), iss.Token(t, map[string]any{"aud": aud}))
+		e := wantError(t, err, oidc.CodeInvalidToken, "")
+		if !strings.Contains(e.Reason, "Microsoft Graph") || !strings.Contains(e.Reason, "expose an API") {
+			t.Errorf("aud %v: Reason = %q, want advice about Microsoft Graph", aud, e.Reason)
+		}
+	}
+	wantFetches(t, iss, 0, 0)
+}

@@ -154,6 +154,11 @@ func (v *Verifier) verify(ctx context.Context, token string, now time.Time) (*Id
 	if err != nil {
 		return nil, invalidToken("malformed token", err)
 	}
+	if slices.ContainsFunc(u.aud, isMicrosoftGraph) {
+		// Graph tokens carry a nonce in the header that makes their
+		// signature unverifiable by anyone but Microsoft.
+		return nil, invalidToken("token is for Microsoft Graph, which only Microsoft can verify: expose an API for smtpgate in Entra ID and request a token for its scope", nil)
+	}
 	is := v.issuerFor(u.iss)
 	if is == nil {
 		return nil, invalidToken("unknown issuer", fmt.Errorf("iss %.200q", u.iss))
@@ -263,6 +268,15 @@ func (is *issuer) identity(c claims, now time.Time, leeway time.Duration) (*Iden
 		ClientID:  clientID,
 		Expiry:    exp,
 	}, nil
+}
+
+// isMicrosoftGraph reports whether aud names Microsoft Graph.
+func isMicrosoftGraph(aud string) bool {
+	switch strings.TrimSuffix(strings.ToLower(aud), "/") {
+	case "00000003-0000-0000-c000-000000000000", "https://graph.microsoft.com":
+		return true
+	}
+	return false
 }
 
 // mailbox reads the addresses a claims set may send as: the identity claim
