@@ -594,3 +594,22 @@ func TestAuthFailureDelay(t *testing.T) {
 		t.Errorf("5th failure answered after %v, want at least %v", d, 2*step)
 	}
 }
+
+// TestNestedMail: a second MAIL inside a transaction is refused (RFC 5321
+// section 3.3) and holds no second upstream connection: with room for one,
+// the next transaction still gets it.
+func TestNestedMail(t *testing.T) {
+	e := newTestEnv(t, func(gc *gateway.Config, _ *oidc.Config) { gc.Upstream.MaxConns = 1 })
+	c := e.dialAuth(t, e.token(nil))
+	c.cmd("MAIL FROM:<alice@example.com>", 250)
+	c.cmd("MAIL FROM:<alice@example.com>", 503)
+	c.cmd("RCPT TO:<bob@example.org>", 250)
+	c.cmd("DATA", 354)
+	c.data(testMessage, 250)
+	c.cmd("MAIL FROM:<alice@example.com>", 250)
+	c.cmd("RSET", 250)
+	c.send("alice@example.com", []string{"bob@example.org"}, testMessage)
+	if n := len(e.up.messages()); n != 2 {
+		t.Errorf("upstream got %d messages, want 2", n)
+	}
+}

@@ -230,6 +230,11 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 	if s.ident == nil {
 		return errAuthRequired
 	}
+	if s.up != nil {
+		// go-smtp passes a second MAIL through; taking another upstream
+		// connection would leak the first one's slot.
+		return errNestedMail
+	}
 	if s.srv.closing.Load() {
 		s.tc.closeAfterWrite.Store(true)
 		return errShuttingDown
