@@ -93,7 +93,8 @@ type UpstreamConfig struct {
 	// upstream with AUTH PLAIN.
 	Username string
 	Password string
-	// DialTimeout bounds connecting and the greeting. Zero means 30s.
+	// DialTimeout bounds connecting and the greeting, and the wait for a
+	// free connection when MaxConns are busy. Zero means 30s.
 	DialTimeout time.Duration
 	// CommandTimeout bounds each upstream reply, including the one after
 	// the final dot. Zero means 5 minutes (RFC 5321 section 4.5.3.2).
@@ -106,7 +107,8 @@ type UpstreamConfig struct {
 	// well below the 300s most MTAs wait for a command.
 	IdleTimeout time.Duration
 	// MaxConns bounds the connections open to the upstream at once; a
-	// transaction beyond it waits. Zero means 100.
+	// transaction beyond it waits up to DialTimeout, then gets 451. Zero
+	// means 100.
 	MaxConns int
 }
 

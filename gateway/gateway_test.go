@@ -613,3 +613,19 @@ func TestNestedMail(t *testing.T) {
 		t.Errorf("upstream got %d messages, want 2", n)
 	}
 }
+
+// TestUpstreamBusy: with every upstream connection in use, MAIL waits at
+// most dial_timeout and then gets 451, and works again once one is free.
+func TestUpstreamBusy(t *testing.T) {
+	e := newTestEnv(t, func(gc *gateway.Config, _ *oidc.Config) {
+		gc.Upstream.MaxConns, gc.Upstream.DialTimeout = 1, 100*time.Millisecond
+	})
+	busy := e.dialAuth(t, e.token(nil))
+	busy.cmd("MAIL FROM:<alice@example.com>", 250)
+	c := e.dialAuth(t, e.token(nil))
+	if reply := c.cmd("MAIL FROM:<alice@example.com>", 451); !strings.HasPrefix(reply, "4.4.1") {
+		t.Errorf("reply = %q, want 4.4.1", reply)
+	}
+	busy.cmd("RSET", 250)
+	c.send("alice@example.com", []string{"bob@example.org"}, testMessage)
+}

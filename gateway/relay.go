@@ -44,8 +44,15 @@ func newRelay(cfg UpstreamConfig, hostname string, log *slog.Logger) *relay {
 // mail starts a transaction on an upstream connection. Errors are
 // *smtp.SMTPError: the upstream's own reply to MAIL, or errUpstreamDown.
 func (r *relay) mail(ctx context.Context, from string, opts *smtp.MailOptions) (*upstreamConn, error) {
+	// All max_conns connections busy: wait as long as a dial may take,
+	// then let the client try again later.
+	wait := time.NewTimer(r.cfg.DialTimeout)
+	defer wait.Stop()
 	select {
 	case r.slots <- struct{}{}:
+	case <-wait.C:
+		r.log.Warn("upstream connections all busy", "upstream", r.cfg.Addr, "max_conns", r.cfg.MaxConns)
+		return nil, errUpstreamDown
 	case <-ctx.Done():
 		return nil, errUpstreamDown
 	}
