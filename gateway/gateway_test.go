@@ -629,3 +629,36 @@ func TestUpstreamBusy(t *testing.T) {
 	busy.cmd("RSET", 250)
 	c.send("alice@example.com", []string{"bob@example.org"}, testMessage)
 }
+
+// TestCloseDuringTransaction closes the server while a client pipelines
+// RCPTs: go-smtp then calls Logout from Close's goroutine while Rcpt runs
+// on the connection's, which the race detector checks; nothing may be
+// delivered.
+func TestCloseDuringTransaction(t *testing.T) {
+	e := newTestEnv(t)
+	c := e.dialAuth(t, e.token(nil))
+	c.cmd("MAIL FROM:<alice@example.com>", 250)
+	go func() {
+		for range 500 {
+			if c.tp.PrintfLine("RCPT TO:<bob@example.org>") != nil {
+				return
+			}
+		}
+	}()
+	c.expect(250) // the gateway is busy with the RCPTs
+	if err := e.gw.Close(); err != nil {
+		t.Errorf("Close = %v", err)
+	}
+	// Replies already sent are still buffered: read past them.
+	c.conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	var err error
+	for n := 0; err == nil && n < 1000; n++ {
+		_, err = c.tp.ReadLine()
+	}
+	if ne, ok := err.(interface{ Timeout() bool }); err == nil || ok && ne.Timeout() {
+		t.Errorf("connection still open after Close (%v)", err)
+	}
+	if n := len(e.up.messages()); n != 0 {
+		t.Errorf("upstream got %d messages, want 0", n)
+	}
+}

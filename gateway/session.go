@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/emersion/go-sasl"
@@ -39,8 +40,12 @@ type session struct {
 	txID  string
 	from  string
 	rcpts []string
-	up    *upstreamConn
 	start time.Time
+	// up is the transaction's upstream connection. go-smtp may call
+	// Logout from another goroutine (Server.Close) while a command runs,
+	// so up is only touched under upMu.
+	upMu sync.Mutex
+	up   *upstreamConn
 }
 
 func (s *Server) newSession(c *smtp.Conn) (smtp.Session, error) {
@@ -230,6 +235,8 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 	if s.ident == nil {
 		return errAuthRequired
 	}
+	s.upMu.Lock()
+	defer s.upMu.Unlock()
 	if s.up != nil {
 		// go-smtp passes a second MAIL through; taking another upstream
 		// connection would leak the first one's slot.
@@ -252,11 +259,17 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 		s.tc.busy.Store(false)
 		return err
 	}
+	if s.ctx.Err() != nil { // Logout ran meanwhile
+		s.srv.relay.release(up, false)
+		return errUpstreamLost
+	}
 	s.up, s.from, s.rcpts, s.txID, s.start = up, from, nil, newID(), time.Now()
 	return nil
 }
 
 func (s *session) Rcpt(to string, opts *smtp.RcptOptions) error {
+	s.upMu.Lock()
+	defer s.upMu.Unlock()
 	if s.up == nil {
 		return errUpstreamLost
 	}
@@ -276,8 +289,7 @@ func (s *session) Rcpt(to string, opts *smtp.RcptOptions) error {
 }
 
 func (s *session) Data(r io.Reader) error {
-	up := s.up
-	s.up = nil
+	up := s.takeUp()
 	if up == nil {
 		return errUpstreamLost
 	}
@@ -400,10 +412,18 @@ func upstreamOK(text string) *smtp.SMTPError {
 	return &smtp.SMTPError{Code: 250, EnhancedCode: code, Message: text}
 }
 
+// takeUp hands the transaction's upstream connection to the caller.
+func (s *session) takeUp() *upstreamConn {
+	s.upMu.Lock()
+	defer s.upMu.Unlock()
+	up := s.up
+	s.up = nil
+	return up
+}
+
 func (s *session) Reset() {
-	if s.up != nil {
-		s.srv.relay.release(s.up, false)
-		s.up = nil
+	if up := s.takeUp(); up != nil {
+		s.srv.relay.release(up, false)
 	}
 	s.endTx()
 }
@@ -417,9 +437,15 @@ func (s *session) endTx() {
 	}
 }
 
+// Logout may run on another goroutine than the commands (go-smtp's
+// Server.Close), so it touches only the context, the upstream connection
+// (under upMu) and atomics.
 func (s *session) Logout() error {
-	s.Reset()
 	s.cancel()
+	if up := s.takeUp(); up != nil {
+		s.srv.relay.release(up, false)
+	}
+	s.tc.busy.Store(false)
 	return nil
 }
 
