@@ -288,10 +288,14 @@ func (c *rawClient) data(msg string, want int) string {
 	return c.expect(want)
 }
 
-// closed reports whether the server closed the connection.
+// closed reports whether the server closed the connection, after at most
+// a 421 goodbye (RFC 5321 section 3.8).
 func (c *rawClient) closed() bool {
 	c.conn.SetReadDeadline(time.Now().Add(5 * time.Second))
-	_, err := c.tp.ReadLine()
+	line, err := c.tp.ReadLine()
+	if err == nil && strings.HasPrefix(line, "421 ") {
+		_, err = c.tp.ReadLine()
+	}
 	return err != nil
 }
 

@@ -29,6 +29,21 @@ import (
 type Identity struct {
 	Subject   string   // "iss#sub" for OAuth, "apptoken:<id>" for app tokens
 	Addresses []string // the mailbox first, then aliases
+	// Expires is when the credential stops being valid (a token's exp,
+	// an app token's expiry); zero means it does not expire. Each MAIL
+	// checks it: a session outliving its credential must authenticate
+	// again.
+	Expires time.Time
+	// AppTokenID is the app token's id, for CredentialChecker; "" for
+	// bearer tokens.
+	AppTokenID string
+}
+
+// A CredentialChecker says whether a credential that authenticated a
+// session is still good: an app token not revoked since, an account not
+// suspended. It runs at each MAIL; a refusal should be an *AuthError.
+type CredentialChecker interface {
+	CheckCredential(ctx context.Context, id Identity) error
 }
 
 // A TokenVerifier checks an OAuth 2.0 bearer token. A failure should be an
@@ -128,9 +143,11 @@ type Config struct {
 	MaxMessageBytes int64
 	// MaxRecipients per message. Zero means 100.
 	MaxRecipients int
-	// MaxLineLength bounds command lines, including AUTH lines that carry a
-	// whole token (RFC 4954 section 4 asks for 12288 octets; Entra tokens
-	// need more). Zero means 64 KiB; less than 32 KiB is raised to 32 KiB.
+	// MaxLineLength bounds AUTH command lines and SASL responses, which
+	// carry a whole token (RFC 4954 section 4 asks for 12288 octets; Entra
+	// tokens need more). Other commands get 512 octets (MAIL and RCPT
+	// 2048, for their parameters). Zero means 64 KiB; less than 32 KiB is
+	// raised to 32 KiB.
 	MaxLineLength int
 	// MaxHeaderBytes bounds the message header, which is held in memory for
 	// the From: and Sender: checks. Zero means 1 MiB.
@@ -157,6 +174,37 @@ type Config struct {
 	// Passwords checks app tokens given to PLAIN and LOGIN. If nil, those
 	// mechanisms are not offered.
 	Passwords PasswordChecker
+	// Credentials, if set, re-checks the session's credential at each
+	// MAIL, so a revoked app token stops a session that is still open.
+	Credentials CredentialChecker
+
+	// Limits that hold under abuse. Each refusal is "421 4.7.0" naming
+	// the limit, and a log line.
+
+	// MaxConns bounds the client connections open at once. Zero means
+	// 10000.
+	MaxConns int
+	// MaxConnsPerClient bounds the connections from one client address
+	// (for IPv6, one /64). Zero means 1000, room for a company behind
+	// one NAT address.
+	MaxConnsPerClient int
+	// MaxUnauthCommands bounds the commands a connection may send before
+	// it authenticates. Zero means 30; a mail client needs about 5.
+	MaxUnauthCommands int
+	// MaxTransactionsPerIdentity bounds the mail transactions one
+	// identity (one person's token, one app token) may have under way at
+	// once, so one stolen credential cannot hold every upstream
+	// connection. Zero means 10.
+	MaxTransactionsPerIdentity int
+	// TransactionTimeout bounds a transaction from MAIL to the end of
+	// DATA. Zero means 30 minutes: a 25 MiB message at 200 kbit/s.
+	TransactionTimeout time.Duration
+	// PreAuthTimeout bounds the time from connect to a successful AUTH.
+	// Zero means 10 minutes: Thunderbird says EHLO, then waits while the
+	// person signs in (MFA included) before it sends AUTH.
+	PreAuthTimeout time.Duration
+	// MaxSessionDuration bounds a connection's life. Zero means 1 hour.
+	MaxSessionDuration time.Duration
 	// Upstream is the MTA messages are relayed to.
 	Upstream UpstreamConfig
 	// Logger receives the audit and error log. If nil, nothing is logged.
@@ -196,6 +244,27 @@ func (c *Config) setDefaults() {
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.MaxConns == 0 {
+		c.MaxConns = 10000
+	}
+	if c.MaxConnsPerClient == 0 {
+		c.MaxConnsPerClient = 1000
+	}
+	if c.MaxUnauthCommands == 0 {
+		c.MaxUnauthCommands = 30
+	}
+	if c.MaxTransactionsPerIdentity == 0 {
+		c.MaxTransactionsPerIdentity = 10
+	}
+	if c.TransactionTimeout == 0 {
+		c.TransactionTimeout = 30 * time.Minute
+	}
+	if c.PreAuthTimeout == 0 {
+		c.PreAuthTimeout = 10 * time.Minute
+	}
+	if c.MaxSessionDuration == 0 {
+		c.MaxSessionDuration = time.Hour
 	}
 	u := &c.Upstream
 	if u.TLS == "" {
@@ -237,8 +306,12 @@ func (c *Config) validate() error {
 	default:
 		errs = append(errs, fmt.Errorf("upstream tls %q: want none, starttls or tls", c.Upstream.TLS))
 	}
-	if c.MaxMessageBytes < 0 || c.MaxRecipients < 0 || c.MaxAuthFailures < 0 {
+	if c.MaxMessageBytes < 0 || c.MaxRecipients < 0 || c.MaxAuthFailures < 0 || c.MaxConns < 0 ||
+		c.MaxConnsPerClient < 0 || c.MaxUnauthCommands < 0 || c.MaxTransactionsPerIdentity < 0 {
 		errs = append(errs, errors.New("limits must not be negative"))
+	}
+	if c.TransactionTimeout < 0 || c.PreAuthTimeout < 0 || c.MaxSessionDuration < 0 || c.ReadTimeout < 0 || c.WriteTimeout < 0 {
+		errs = append(errs, errors.New("timeouts must not be negative"))
 	}
 	return errors.Join(errs...)
 }

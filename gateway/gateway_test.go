@@ -102,7 +102,7 @@ func TestTLSRules(t *testing.T) {
 		t.Errorf("EHLO after STARTTLS = %q, want AUTH", ehlo)
 	}
 	c2.cmd("MAIL FROM:<alice@example.com>", 530)
-	c2.cmd("RCPT TO:<bob@example.org>", 502)
+	c2.cmd("RCPT TO:<bob@example.org>", 530) // RFC 4954 section 6: AUTH first
 }
 
 func TestTLS12Minimum(t *testing.T) {
@@ -280,7 +280,9 @@ func TestSenderPolicy(t *testing.T) {
 		{"folded From", "alice@example.com", "From: Alice\r\n <bob@example.com>\r\n", 250, 550},
 		{"unparseable From", "alice@example.com", "From: <<<\r\n", 250, 550},
 		{"encoded display name", "alice@example.com", "From: =?windows-1252?Q?J=F6rg?= <alice@example.com>\r\n", 250, 250},
-		{"no From", "alice@example.com", "Subject: x\r\n", 250, 250},
+		{"no From", "alice@example.com", "Subject: x\r\n", 250, 550},
+		{"Resent-From not allowed", "alice@example.com", "From: alice@example.com\r\nResent-From: bob@example.com\r\n", 250, 550},
+		{"odd field elsewhere", "alice@example.com", "From: alice@example.com\r\nX(a) b: \x1b$B$3\x1b(B\r\n", 250, 250},
 	}
 	want := 0
 	for _, tc := range tests {

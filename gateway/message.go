@@ -89,49 +89,6 @@ func isFieldLine(line []byte) bool {
 	return false
 }
 
-// A crlfWriter turns every bare CR and bare LF into CRLF, so that nothing a
-// client sends can end the message early at the upstream or smuggle a
-// second message past the policy (SMTP smuggling, CVE-2023-51764).
-// Dot-stuffing is left to the SMTP client's DATA writer.
-type crlfWriter struct {
-	w      io.Writer
-	buf    []byte
-	lastCR bool // the previous chunk ended in CR
-}
-
-func (c *crlfWriter) Write(p []byte) (int, error) {
-	c.buf = c.buf[:0]
-	for _, b := range p {
-		switch {
-		case b == '\n':
-			if !c.lastCR {
-				c.buf = append(c.buf, '\r')
-			}
-			c.buf = append(c.buf, '\n')
-			c.lastCR = false
-			continue
-		case c.lastCR:
-			c.buf = append(c.buf, '\n')
-		}
-		c.lastCR = b == '\r'
-		c.buf = append(c.buf, b)
-	}
-	if _, err := c.w.Write(c.buf); err != nil {
-		return 0, err
-	}
-	return len(p), nil
-}
-
-// Close completes a CR left open by the last chunk.
-func (c *crlfWriter) Close() error {
-	if c.lastCR {
-		c.lastCR = false
-		_, err := c.w.Write([]byte{'\n'})
-		return err
-	}
-	return nil
-}
-
 // receivedHeader is the trace field RFC 5321 section 4.4 asks a relay to
 // add, with "ESMTPSA" or "ESMTPA" from RFC 3848 for an authenticated
 // submission.

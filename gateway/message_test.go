@@ -297,131 +297,6 @@ func TestIsFieldLine(t *testing.T) {
 	}
 }
 
-// crlfTests are crlfWriter inputs and the output after Close.
-var crlfTests = []struct {
-	in, want string
-}{
-	{"", ""},
-	{"abc", "abc"},
-	{"a\r\nb\r\n", "a\r\nb\r\n"},
-	{"a\nb\n", "a\r\nb\r\n"},
-	{"a\rb\r", "a\r\nb\r\n"},
-	{"\r", "\r\n"},
-	{"\n", "\r\n"},
-	{"\r\n", "\r\n"},
-	{"\n\r", "\r\n\r\n"},
-	{"\r\r\n", "\r\n\r\n"},
-	{"\r\n\r", "\r\n\r\n"},
-	{"\r\r\r", "\r\n\r\n\r\n"},
-	{"\n\n\n", "\r\n\r\n\r\n"},
-	{"\r\n\r\n", "\r\n\r\n"},
-	{"a\r\r\nb", "a\r\n\r\nb"},
-	{"a\n\r\nb", "a\r\n\r\nb"},
-	// The end-of-data sequences of SMTP smuggling (CVE-2023-51764).
-	{"body\n.\nMAIL FROM:<x>\r\n", "body\r\n.\r\nMAIL FROM:<x>\r\n"},
-	{"body\r.\rMAIL FROM:<x>\r\n", "body\r\n.\r\nMAIL FROM:<x>\r\n"},
-	{"body\r\n.\rMAIL", "body\r\n.\r\nMAIL"},
-	{"body\n.\r\nMAIL", "body\r\n.\r\nMAIL"},
-	{"x\x00\xff\r", "x\x00\xff\r\n"},
-}
-
-// writeCRLF writes the chunks through a crlfWriter, closes it, and returns
-// the output.
-func writeCRLF(t *testing.T, chunks ...[]byte) string {
-	t.Helper()
-	var out bytes.Buffer
-	w := &crlfWriter{w: &out}
-	for _, c := range chunks {
-		if n, err := w.Write(c); n != len(c) || err != nil {
-			t.Fatalf("crlfWriter.Write(%q) = %d, %v, want %d, nil", c, n, err, len(c))
-		}
-	}
-	if err := w.Close(); err != nil {
-		t.Fatalf("crlfWriter.Close() = %v", err)
-	}
-	return out.String()
-}
-
-func TestCRLFWriter(t *testing.T) {
-	for _, tc := range crlfTests {
-		in := []byte(tc.in)
-		got := writeCRLF(t, in)
-		if got != tc.want {
-			t.Errorf("crlfWriter(%q) = %q, want %q", tc.in, got, tc.want)
-		}
-		if bareCRLF([]byte(got)) {
-			t.Errorf("crlfWriter(%q) = %q, which has a bare CR or LF", tc.in, got)
-		}
-		for i := 0; i <= len(in); i++ {
-			if split := writeCRLF(t, in[:i], in[i:]); split != got {
-				t.Errorf("crlfWriter(%q, %q) = %q, want %q as written whole", in[:i], in[i:], split, got)
-			}
-		}
-		var bytewise [][]byte
-		for i := range in {
-			bytewise = append(bytewise, in[i:i+1])
-		}
-		if one := writeCRLF(t, bytewise...); one != got {
-			t.Errorf("crlfWriter(%q) one byte at a time = %q, want %q", tc.in, one, got)
-		}
-	}
-}
-
-func TestCRLFWriterUnchanged(t *testing.T) {
-	// A message that is already CRLF passes through byte for byte, however
-	// it is chunked.
-	msg := []byte("From: Alice <alice@example.com>\r\nTo: bob@example.org\r\n\r\nHello\r\n.dot\r\n\r\n\x00\xff\r\n")
-	for i := 0; i <= len(msg); i++ {
-		for j := i; j <= len(msg); j++ {
-			if got := writeCRLF(t, msg[:i], msg[i:j], msg[j:]); got != string(msg) {
-				t.Fatalf("crlfWriter(%q, %q, %q) = %q, want the input", msg[:i], msg[i:j], msg[j:], got)
-			}
-		}
-	}
-}
-
-// countingWriter counts calls and fails once fail is set.
-type countingWriter struct {
-	calls int
-	fail  error
-	buf   bytes.Buffer
-}
-
-func (w *countingWriter) Write(p []byte) (int, error) {
-	w.calls++
-	if w.fail != nil {
-		return 0, w.fail
-	}
-	return w.buf.Write(p)
-}
-
-func TestCRLFWriterClose(t *testing.T) {
-	cw := &countingWriter{}
-	w := &crlfWriter{w: cw}
-	w.Write([]byte("a\r\n"))
-	if err := w.Close(); err != nil || cw.calls != 1 {
-		t.Errorf("Close after a complete line = %v with %d writes, want nil with 1 (no extra write)", err, cw.calls)
-	}
-	w.Write([]byte("b\r"))
-	if err := w.Close(); err != nil || cw.buf.String() != "a\r\nb\r\n" {
-		t.Errorf("Close after a CR = %v, output %q, want nil, %q", err, cw.buf.String(), "a\r\nb\r\n")
-	}
-	if err := w.Close(); err != nil || cw.buf.String() != "a\r\nb\r\n" {
-		t.Errorf("second Close = %v, output %q, want nil, %q", err, cw.buf.String(), "a\r\nb\r\n")
-	}
-
-	errBoom := errors.New("boom")
-	cw = &countingWriter{fail: errBoom}
-	w = &crlfWriter{w: cw}
-	if n, err := w.Write([]byte("a\n")); n != 0 || !errors.Is(err, errBoom) {
-		t.Errorf("crlfWriter.Write to a failing writer = %d, %v, want 0, %v", n, err, errBoom)
-	}
-	w = &crlfWriter{w: cw, lastCR: true}
-	if err := w.Close(); !errors.Is(err, errBoom) {
-		t.Errorf("crlfWriter.Close to a failing writer = %v, want %v", err, errBoom)
-	}
-}
-
 func TestReceivedHeader(t *testing.T) {
 	now := time.Date(2026, 3, 14, 15, 9, 26, 0, time.FixedZone("", 3600))
 	remote := &net.TCPAddr{IP: net.ParseIP("192.0.2.7"), Port: 54321}
@@ -543,8 +418,16 @@ func TestCheckHeader(t *testing.T) {
 	}{
 		{"plain", "From: alice@example.com\r\n\r\n", smtp.EnhancedCode{}},
 		{"no blank line", "From: alice@example.com\r\n", smtp.EnhancedCode{}},
-		{"empty header", "", smtp.EnhancedCode{}},
-		{"blank line only", "\r\n", smtp.EnhancedCode{}},
+		{"empty header", "", malformed},
+		{"blank line only", "\r\n", malformed},
+		{"no From", "Sender: alice@example.com\r\n", malformed},
+		{"two From fields", "From: alice@example.com\r\nFrom: team@example.com\r\n", malformed},
+		{"Resent-From another address", "From: alice@example.com\r\nResent-From: bob@example.com\r\n", refused},
+		{"Resent-Sender another address", "From: alice@example.com\r\nRESENT-SENDER: bob@example.com\r\n", refused},
+		{"Resent-From allowed", "From: alice@example.com\r\nResent-From: team@example.com\r\n", smtp.EnhancedCode{}},
+		{"raw ISO-2022-JP in Subject", "From: alice@example.com\r\nSubject: \x1b$B$3$s$K$A$O\x1b(B\r\n", smtp.EnhancedCode{}},
+		{"Kelvin sign for k", "From: \u212Aevin@example.com\r\n", smtp.EnhancedCode{5, 6, 7}},
+		{"non-ASCII address without SMTPUTF8", "From: al\u00efce@example.com\r\n", smtp.EnhancedCode{5, 6, 7}},
 		{"upper-case field name", "FROM: bob@example.com\r\n", refused},
 		{"lower-case field name", "sender: bob@example.com\r\n", refused},
 		{"empty group", "From: undisclosed-recipients:;\r\n", malformed},
@@ -578,11 +461,13 @@ func TestCheckHeader(t *testing.T) {
 		{"encoded-word display name", "From: =?utf-8?b?Qm9i?= <bob@example.com>\r\n", refused},
 		{"unknown charset", "From: =?x-unknown?q?Alice?= <alice@example.com>\r\n", smtp.EnhancedCode{}},
 		{"Reply-To is not checked", "From: alice@example.com\r\nReply-To: bob@example.com\r\n", smtp.EnhancedCode{}},
-		{"field name net/textproto refuses", "From: alice@example.com\r\nX(a): b\r\n", malformed},
+		// Only the sender fields are parsed: an odd field elsewhere
+		// does not refuse the message.
+		{"field name net/textproto refuses", "From: alice@example.com\r\nX(a): b\r\n", smtp.EnhancedCode{}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			got := checkHeader(id, []byte(tc.header))
+			got := checkHeader(id, []byte(tc.header), false)
 			switch {
 			case tc.want == (smtp.EnhancedCode{}) && got != nil:
 				t.Errorf("checkHeader(%q) = %v, want nil", tc.header, got)
@@ -592,5 +477,26 @@ func TestCheckHeader(t *testing.T) {
 				t.Errorf("checkHeader(%q) = %d %v %q, want 550 %v", tc.header, got.Code, got.EnhancedCode, got.Message, tc.want)
 			}
 		})
+	}
+}
+
+// TestCheckHeaderSMTPUTF8 compares non-ASCII addresses exactly once the
+// client asked for SMTPUTF8: the Kelvin sign is not a "k".
+func TestCheckHeaderSMTPUTF8(t *testing.T) {
+	id := &Identity{Subject: "test#kevin", Addresses: []string{"kevin@example.com", "j\u00f6rg@example.com"}}
+	for _, tc := range []struct {
+		header string
+		ok     bool
+	}{
+		{"From: j\u00f6rg@example.com\r\n", true},
+		{"From: J\u00f6RG@EXAMPLE.com\r\n", true},
+		{"From: J\u00d6rg@example.com\r\n", false},
+		{"From: \u212Aevin@example.com\r\n", false},
+		{"From: KEVIN@example.com\r\n", true},
+	} {
+		got := checkHeader(id, []byte(tc.header), true)
+		if (got == nil) != tc.ok {
+			t.Errorf("checkHeader(%q, smtputf8) = %v, want ok=%v", tc.header, got, tc.ok)
+		}
 	}
 }

@@ -1,12 +1,16 @@
 package gateway
 
 import (
+	"bufio"
+	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
+	"net/textproto"
 	"sync"
 	"time"
 
@@ -15,13 +19,18 @@ import (
 )
 
 // A relay hands out connections to the upstream MTA. Idle connections are
-// kept for reuse; a pooled connection the upstream has meanwhile closed is
-// replaced before the client sees any reply.
+// kept for reuse; a pooled connection the upstream has meanwhile closed (or
+// that answers 421) is replaced before the client sees any reply.
+//
+// The envelope goes through go-smtp's client. The message itself is
+// written by the relay, dot-stuffed in bulk, straight to the connection:
+// go-smtp's DATA writer handles one byte per call.
 type relay struct {
 	cfg      UpstreamConfig
 	hostname string
 	log      *slog.Logger
 	slots    chan struct{} // one per connection open, bounded by MaxConns
+	writers  sync.Pool     // *bufio.Writer for message data
 
 	mu     sync.Mutex
 	idle   []*upstreamConn // most recently used last
@@ -31,18 +40,23 @@ type relay struct {
 // An upstreamConn is one connection to the upstream MTA.
 type upstreamConn struct {
 	c         *smtp.Client
-	conn      net.Conn
+	conn      net.Conn // what c reads and writes: TLS, if any, included
 	idleSince time.Time
 	reused    bool // taken from the pool rather than dialled for this transaction
 	dirty     bool // a transaction was started and not completed: RSET before reuse
+	stop      func() bool
 }
 
 func newRelay(cfg UpstreamConfig, hostname string, log *slog.Logger) *relay {
-	return &relay{cfg: cfg, hostname: hostname, log: log, slots: make(chan struct{}, cfg.MaxConns)}
+	r := &relay{cfg: cfg, hostname: hostname, log: log, slots: make(chan struct{}, cfg.MaxConns)}
+	r.writers.New = func() any { return bufio.NewWriterSize(nil, dataBufSize) }
+	return r
 }
 
 // mail starts a transaction on an upstream connection. Errors are
-// *smtp.SMTPError: the upstream's own reply to MAIL, or errUpstreamDown.
+// *smtp.SMTPError: the upstream's own refusal of MAIL, or one of ours.
+// While the transaction lasts, cancelling ctx closes the connection, so a
+// session stuck waiting on the upstream never holds up a shutdown.
 func (r *relay) mail(ctx context.Context, from string, opts *smtp.MailOptions) (*upstreamConn, error) {
 	// All max_conns connections busy: wait as long as a dial may take,
 	// then let the client try again later.
@@ -56,10 +70,6 @@ func (r *relay) mail(ctx context.Context, from string, opts *smtp.MailOptions) (
 	case <-ctx.Done():
 		return nil, errUpstreamDown
 	}
-	var fwd *smtp.MailOptions
-	if opts != nil {
-		fwd = &smtp.MailOptions{Body: opts.Body, Size: opts.Size, UTF8: opts.UTF8, RequireTLS: opts.RequireTLS}
-	}
 	for attempt := 0; ; attempt++ {
 		uc, err := r.get(ctx)
 		if err != nil {
@@ -68,24 +78,45 @@ func (r *relay) mail(ctx context.Context, from string, opts *smtp.MailOptions) (
 			return nil, errUpstreamDown
 		}
 		uc.dirty = true
-		err = uc.c.Mail(from, fwd)
+		uc.stop = context.AfterFunc(ctx, func() { uc.conn.Close() })
+		err = uc.c.Mail(from, opts)
 		if err == nil {
 			return uc, nil
 		}
-		if se, ok := errors.AsType[*smtp.SMTPError](err); ok {
+		se, isReply := errors.AsType[*smtp.SMTPError](err)
+		if isReply && se.Code != 421 && se.Code >= 400 && se.Code < 600 {
 			r.release(uc, false)
 			return nil, se
 		}
-		uc.c.Close()
-		if uc.reused && attempt == 0 {
+		r.discard(uc)
+		if uc.reused && attempt == 0 && (!isReply || se.Code == 421) {
 			// The upstream closed the pooled connection while it was
-			// idle: dial a fresh one.
+			// idle, or is about to: dial a fresh one, once.
 			r.log.Debug("pooled upstream connection dead, redialling", "err", err)
 			continue
 		}
 		<-r.slots
 		r.log.Warn("upstream MAIL failed", "upstream", r.cfg.Addr, "err", err)
+		if isReply {
+			return nil, errUpstreamOutOfStep
+		}
 		return nil, errUpstreamDown
+	}
+}
+
+// replyOf sorts an upstream error: a 4xx or 5xx reply (but 421, which
+// announces a close) is the client's answer, and the connection stays in
+// step; any other reply means the conversation is out of step; anything
+// else is a lost connection.
+func replyOf(err error) (reply error, broken bool) {
+	se, ok := errors.AsType[*smtp.SMTPError](err)
+	switch {
+	case !ok:
+		return errUpstreamLost, true
+	case se.Code >= 400 && se.Code < 600 && se.Code != 421:
+		return se, false
+	default:
+		return errUpstreamOutOfStep, true
 	}
 }
 
@@ -107,51 +138,122 @@ func (r *relay) get(ctx context.Context) (*upstreamConn, error) {
 	return r.dial(ctx)
 }
 
+// dial connects and gets as far as a MAIL command can go. DialTimeout
+// bounds all of it: connect, TLS, greeting, EHLO, STARTTLS and AUTH.
 func (r *relay) dial(ctx context.Context) (*upstreamConn, error) {
 	ctx, cancel := context.WithTimeout(ctx, r.cfg.DialTimeout)
 	defer cancel()
+	deadline, _ := ctx.Deadline()
 	d := net.Dialer{}
-	conn, err := d.DialContext(ctx, "tcp", r.cfg.Addr)
+	raw, err := d.DialContext(ctx, "tcp", r.cfg.Addr)
 	if err != nil {
 		return nil, err
 	}
-	if dl, ok := ctx.Deadline(); ok {
-		conn.SetDeadline(dl)
+	// Cancelling ctx (the dial timeout or the session's end) interrupts
+	// whatever step is under way.
+	stop := context.AfterFunc(ctx, func() { raw.SetDeadline(time.Now()) })
+	defer stop()
+	uc, err := r.handshake(ctx, raw, deadline)
+	if err != nil {
+		raw.Close()
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("%w (after %s)", err, r.cfg.DialTimeout)
+		}
+		return nil, err
 	}
+	if !stop() {
+		uc.c.Close()
+		return nil, ctx.Err()
+	}
+	raw.SetDeadline(time.Time{})
+	uc.c.CommandTimeout = r.cfg.CommandTimeout
+	uc.c.SubmissionTimeout = r.cfg.CommandTimeout
+	return uc, nil
+}
+
+func (r *relay) handshake(ctx context.Context, raw net.Conn, deadline time.Time) (*upstreamConn, error) {
+	raw.SetDeadline(deadline)
+	conn := raw
 	tlsConfig := r.tlsConfig()
-	var c *smtp.Client
-	switch r.cfg.TLS {
-	case UpstreamTLSImplicit:
-		tc := tls.Client(conn, tlsConfig)
+	if r.cfg.TLS == UpstreamTLSImplicit {
+		tc := tls.Client(raw, tlsConfig)
 		if err := tc.HandshakeContext(ctx); err != nil {
-			conn.Close()
 			return nil, fmt.Errorf("tls handshake: %w", err)
 		}
 		conn = tc
-		c = smtp.NewClient(conn)
-	case UpstreamTLSStartTLS:
-		c, err = smtp.NewClientStartTLS(conn, tlsConfig)
-		if err != nil {
-			conn.Close()
-			return nil, fmt.Errorf("starttls: %w", err)
-		}
-	default:
-		c = smtp.NewClient(conn)
 	}
-	c.CommandTimeout = r.cfg.CommandTimeout
-	c.SubmissionTimeout = r.cfg.CommandTimeout
+	// The greeting, and STARTTLS, by hand: go-smtp's client sets its own
+	// deadline of CommandTimeout for each of them and keeps the TLS
+	// connection to itself.
+	tp := textproto.NewReader(bufio.NewReaderSize(conn, 1024))
+	greeting, err := readUpstreamReply(tp, 220, "greeting")
+	if err != nil {
+		return nil, err
+	}
+	if r.cfg.TLS == UpstreamTLSStartTLS {
+		if _, err := fmt.Fprintf(conn, "EHLO %s\r\n", r.hostname); err != nil {
+			return nil, err
+		}
+		if _, err := readUpstreamReply(tp, 250, "EHLO"); err != nil {
+			return nil, err
+		}
+		if _, err := io.WriteString(conn, "STARTTLS\r\n"); err != nil {
+			return nil, err
+		}
+		if _, err := readUpstreamReply(tp, 220, "STARTTLS"); err != nil {
+			return nil, err
+		}
+		tc := tls.Client(raw, tlsConfig)
+		if err := tc.HandshakeContext(ctx); err != nil {
+			return nil, fmt.Errorf("starttls: tls handshake: %w", err)
+		}
+		conn = tc
+		greeting = "ready after STARTTLS"
+	}
+	// go-smtp reads a greeting before its EHLO: give it the one we read.
+	c := smtp.NewClient(&greetedConn{Conn: conn, greeting: "220 " + firstLine(greeting) + "\r\n"})
+	c.CommandTimeout = max(time.Until(deadline), time.Millisecond)
 	if err := c.Hello(r.hostname); err != nil {
-		c.Close()
 		return nil, fmt.Errorf("hello: %w", err)
 	}
 	if r.cfg.Username != "" {
+		c.CommandTimeout = max(time.Until(deadline), time.Millisecond)
 		if err := c.Auth(sasl.NewPlainClient("", r.cfg.Username, r.cfg.Password)); err != nil {
-			c.Close()
 			return nil, fmt.Errorf("upstream auth: %w", err)
 		}
 	}
-	conn.SetDeadline(time.Time{})
 	return &upstreamConn{c: c, conn: conn}, nil
+}
+
+func readUpstreamReply(tp *textproto.Reader, want int, step string) (string, error) {
+	_, msg, err := tp.ReadResponse(want)
+	if err != nil {
+		return "", fmt.Errorf("%s: %w", step, err)
+	}
+	return msg, nil
+}
+
+func firstLine(s string) string {
+	if i := bytes.IndexAny([]byte(s), "\r\n"); i >= 0 {
+		s = s[:i]
+	}
+	return s
+}
+
+// A greetedConn replays the upstream's greeting to go-smtp's client, which
+// reads one before its first command.
+type greetedConn struct {
+	net.Conn
+	greeting string
+}
+
+func (g *greetedConn) Read(p []byte) (int, error) {
+	if g.greeting != "" {
+		n := copy(p, g.greeting)
+		g.greeting = g.greeting[n:]
+		return n, nil
+	}
+	return g.Conn.Read(p)
 }
 
 func (r *relay) tlsConfig() *tls.Config {
@@ -165,10 +267,102 @@ func (r *relay) tlsConfig() *tls.Config {
 	return &tls.Config{ServerName: host, MinVersion: tls.VersionTLS12}
 }
 
+// data sends DATA and returns a writer for the message, which the caller
+// ends with finish. An error is go-smtp's: sort it with replyOf.
+func (r *relay) data(uc *upstreamConn) (*messageWriter, error) {
+	dc, err := uc.c.Data()
+	if err != nil {
+		return nil, err
+	}
+	bw := r.writers.Get().(*bufio.Writer)
+	bw.Reset(&deadlineWriter{w: uc.conn, conn: uc.conn, timeout: r.cfg.CommandTimeout})
+	return &messageWriter{r: r, dc: dc, bw: bw, bol: true}, nil
+}
+
+// A messageWriter dot-stuffs a message whose lines all end in CRLF (what
+// the dataReader produces) onto the upstream connection, line by line
+// rather than byte by byte. It holds back a final CRLF: go-smtp's closing
+// "\r\n.\r\n" supplies it.
+type messageWriter struct {
+	r       *relay
+	dc      *smtp.DataCommand
+	bw      *bufio.Writer
+	bol     bool // at the start of a line
+	pending bool // a CRLF held back
+}
+
+func (m *messageWriter) Write(p []byte) (int, error) {
+	total := len(p)
+	if total == 0 {
+		return 0, nil
+	}
+	if m.pending {
+		m.bw.WriteString("\r\n")
+		m.pending = false
+	}
+	if bytes.HasSuffix(p, []byte("\r\n")) {
+		p = p[:len(p)-2]
+		m.pending = true
+	}
+	for len(p) > 0 {
+		if m.bol && p[0] == '.' {
+			m.bw.WriteByte('.')
+		}
+		i := bytes.IndexByte(p, '\n')
+		if i < 0 {
+			m.bw.Write(p)
+			m.bol = false
+			break
+		}
+		m.bw.Write(p[:i+1])
+		p = p[i+1:]
+		m.bol = true
+	}
+	if m.pending {
+		m.bol = true
+	}
+	// bufio.Writer keeps its first error and returns it from every call.
+	if _, err := m.bw.Write(nil); err != nil {
+		return 0, err
+	}
+	return total, nil
+}
+
+// finish ends the message and returns the upstream's reply text, or the
+// error to give the client, with broken set when the connection is no
+// longer usable. Without the upstream's reply the message may or may not
+// have been accepted: 451 risks a duplicate, 250 risks a loss.
+func (m *messageWriter) finish() (text string, reply error, broken bool) {
+	defer m.free()
+	if err := m.bw.Flush(); err != nil {
+		return "", errUpstreamLost, true
+	}
+	resp, err := m.dc.CloseWithResponse()
+	if err != nil {
+		reply, broken := replyOf(err)
+		return "", reply, broken
+	}
+	return resp.StatusText, nil, false
+}
+
+// free gives the buffer back; the connection is abandoned by the caller
+// unless finish succeeded.
+func (m *messageWriter) free() {
+	if m.bw != nil {
+		m.bw.Reset(nil)
+		m.r.writers.Put(m.bw)
+		m.bw = nil
+	}
+}
+
 // release ends the use of a connection. A usable one goes back to the pool
 // (after RSET if its transaction did not complete); a broken one is closed.
 func (r *relay) release(uc *upstreamConn, broken bool) {
 	defer func() { <-r.slots }()
+	if uc.stop != nil && !uc.stop() {
+		broken = true // the session ended and closed it
+	}
+	uc.stop = nil
 	if !broken && uc.dirty {
 		broken = uc.c.Reset() != nil
 	}
@@ -188,6 +382,16 @@ func (r *relay) release(uc *upstreamConn, broken bool) {
 	r.mu.Unlock()
 }
 
+// discard closes a connection that failed before it held a slot's
+// transaction.
+func (r *relay) discard(uc *upstreamConn) {
+	if uc.stop != nil {
+		uc.stop()
+		uc.stop = nil
+	}
+	uc.c.Close()
+}
+
 // close closes the idle connections, politely, and keeps the pool empty.
 func (r *relay) close() {
 	r.mu.Lock()
@@ -205,4 +409,17 @@ func (uc *upstreamConn) quit() {
 	if err := uc.c.Quit(); err != nil {
 		uc.c.Close()
 	}
+}
+
+// A deadlineWriter extends the write deadline while a message is written,
+// so CommandTimeout bounds a stall rather than the whole transfer.
+type deadlineWriter struct {
+	w       io.Writer
+	conn    net.Conn
+	timeout time.Duration
+}
+
+func (d *deadlineWriter) Write(p []byte) (int, error) {
+	d.conn.SetWriteDeadline(time.Now().Add(d.timeout))
+	return d.w.Write(p)
 }

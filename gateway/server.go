@@ -6,28 +6,34 @@ import (
 	"errors"
 	"log/slog"
 	"net"
+	"net/netip"
 	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"github.com/emersion/go-smtp"
 )
 
-// A Server is the SMTP submission gateway. Serve and ServeTLS may be called
-// for any number of listeners; Shutdown drains them all.
+// A Server is the SMTP submission gateway: its own SMTP server engine (one
+// goroutine and one state machine per connection) in front of the relay.
+// Serve and ServeTLS may be called for any number of listeners; Shutdown
+// drains them all.
 type Server struct {
 	cfg   Config
-	smtp  *smtp.Server
 	relay *relay
 	log   *slog.Logger
 
-	bufs    sync.Pool // *dataBuf: the message buffers, reused
-	slow    *slowdown // nil when disabled
-	seq     atomic.Uint64
-	closing atomic.Bool
-	mu      sync.Mutex
-	conns   map[*trackedConn]struct{}
+	dataBufs sync.Pool // *[]byte of dataBufSize, lent to connections for DATA
+	bufs     sync.Pool // *dataBuf: the relay's message buffers
+	slow     *slowdown // nil when disabled
+	seq      atomic.Uint64
+	closing  atomic.Bool
+
+	mu        sync.Mutex
+	listeners map[net.Listener]struct{}
+	conns     map[*conn]struct{}
+	perClient map[netip.Prefix]int // open connections per client address (IPv6: per /64)
+	perIdent  map[string]int       // transactions under way per identity
+	drained   chan struct{}        // closed when closing and no connection is left
 }
 
 // New returns a Server for cfg, or every problem with cfg.
@@ -43,36 +49,27 @@ func New(cfg Config) (*Server, error) {
 		}
 	}
 	s := &Server{
-		cfg:   cfg,
-		log:   cfg.Logger,
-		relay: newRelay(cfg.Upstream, cfg.Hostname, cfg.Logger),
-		conns: make(map[*trackedConn]struct{}),
+		cfg:       cfg,
+		log:       cfg.Logger,
+		relay:     newRelay(cfg.Upstream, cfg.Hostname, cfg.Logger),
+		listeners: make(map[net.Listener]struct{}),
+		conns:     make(map[*conn]struct{}),
+		perClient: make(map[netip.Prefix]int),
+		perIdent:  make(map[string]int),
+		drained:   make(chan struct{}),
 	}
+	s.dataBufs.New = func() any { b := make([]byte, dataBufSize); return &b }
 	s.bufs.New = newDataBuf
 	if cfg.AuthFailureDelay > 0 {
 		s.slow = newSlowdown(cfg.AuthFailureDelay)
 	}
-	ss := smtp.NewServer(smtp.BackendFunc(s.newSession))
-	ss.Domain = cfg.Hostname
-	ss.TLSConfig = cfg.TLSConfig
-	// The session decides whether AUTH is offered, so that AUTH before TLS
-	// is answered 538 5.7.11 (RFC 4954 section 6) where go-smtp would say
-	// 523.
-	ss.AllowInsecureAuth = true
-	ss.MaxMessageBytes = cfg.MaxMessageBytes
-	ss.MaxRecipients = cfg.MaxRecipients
-	ss.MaxLineLength = cfg.MaxLineLength
-	ss.ReadTimeout = cfg.ReadTimeout
-	ss.WriteTimeout = cfg.WriteTimeout
-	ss.ErrorLog = slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelDebug)
-	s.smtp = ss
 	return s, nil
 }
 
 // Serve accepts submission connections on l, offering STARTTLS (RFC 6409,
 // port 587). It returns nil after Shutdown or Close.
 func (s *Server) Serve(l net.Listener) error {
-	return s.smtp.Serve(&listener{Listener: l, srv: s})
+	return s.serve(l, false)
 }
 
 // ServeTLS accepts connections on l that start with a TLS handshake
@@ -81,120 +78,186 @@ func (s *Server) ServeTLS(l net.Listener) error {
 	if s.cfg.TLSConfig == nil {
 		return errors.New("gateway: ServeTLS needs a TLS certificate")
 	}
-	return s.smtp.Serve(&listener{Listener: l, srv: s, tls: s.cfg.TLSConfig})
+	return s.serve(l, true)
 }
 
-// Shutdown stops accepting connections, closes idle ones with 421, lets
-// transactions under way finish, and returns when every connection is gone
-// or ctx is done; then it closes what is left.
-func (s *Server) Shutdown(ctx context.Context) error {
-	s.closing.Store(true)
-	var idle []*trackedConn
+func (s *Server) serve(l net.Listener, implicitTLS bool) error {
 	s.mu.Lock()
-	for tc := range s.conns {
-		if !tc.busy.Load() {
-			idle = append(idle, tc)
+	if s.closing.Load() {
+		s.mu.Unlock()
+		l.Close()
+		return nil
+	}
+	s.listeners[l] = struct{}{}
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.listeners, l)
+		s.mu.Unlock()
+	}()
+	var backoff time.Duration
+	for {
+		nc, err := l.Accept()
+		if err != nil {
+			if s.closing.Load() {
+				return nil
+			}
+			if ne, ok := errors.AsType[net.Error](err); ok && ne.Timeout() || errors.Is(err, errTooManyFiles) {
+				// Out of file descriptors and the like: wait, as
+				// net/http does, rather than spin.
+				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+				s.log.Warn("accept", "err", err, "retry_in", backoff)
+				time.Sleep(backoff)
+				continue
+			}
+			return err
+		}
+		backoff = 0
+		c := s.newConn(nc, implicitTLS)
+		go c.serve()
+	}
+}
+
+// clientPrefix is what connections are counted by: the address, or its /64
+// for IPv6, where one host may hold a whole /64.
+func clientPrefix(addr net.Addr) netip.Prefix {
+	ap, err := netip.ParseAddrPort(addr.String())
+	if err != nil {
+		return netip.Prefix{}
+	}
+	ip := ap.Addr().Unmap()
+	bits := 32
+	if ip.Is6() {
+		bits = 64
+	}
+	p, _ := ip.Prefix(bits)
+	return p
+}
+
+func (s *Server) newConn(nc net.Conn, implicitTLS bool) *conn {
+	c := &conn{
+		srv:         s,
+		raw:         nc,
+		nc:          nc,
+		implicitTLS: implicitTLS,
+		id:          strconv.FormatUint(s.seq.Add(1), 10),
+		client:      clientPrefix(nc.RemoteAddr()),
+		started:     time.Now(),
+	}
+	c.start()
+	s.mu.Lock()
+	switch {
+	case len(s.conns) >= s.cfg.MaxConns:
+		c.refused = errTooManyConns
+	case s.perClient[c.client] >= s.cfg.MaxConnsPerClient:
+		c.refused = errTooManyClientConns
+	}
+	s.conns[c] = struct{}{}
+	if c.refused == nil {
+		s.perClient[c.client]++
+	}
+	s.mu.Unlock()
+	return c
+}
+
+// forget removes a closed connection.
+func (s *Server) forget(c *conn) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.conns[c]; !ok {
+		return
+	}
+	delete(s.conns, c)
+	if c.refused == nil {
+		if s.perClient[c.client]--; s.perClient[c.client] <= 0 {
+			delete(s.perClient, c.client)
+		}
+	}
+	if len(s.conns) == 0 && s.closing.Load() {
+		select {
+		case <-s.drained:
+		default:
+			close(s.drained)
+		}
+	}
+}
+
+// beginTransaction counts a transaction for an identity, refusing one
+// beyond MaxTransactionsPerIdentity.
+func (s *Server) beginTransaction(subject string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.perIdent[subject] >= s.cfg.MaxTransactionsPerIdentity {
+		return false
+	}
+	s.perIdent[subject]++
+	return true
+}
+
+func (s *Server) endTransaction(subject string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.perIdent[subject]--; s.perIdent[subject] <= 0 {
+		delete(s.perIdent, subject)
+	}
+}
+
+// stopAccepting marks the server closing and closes its listeners.
+func (s *Server) stopAccepting() {
+	s.mu.Lock()
+	s.closing.Store(true)
+	for l := range s.listeners {
+		l.Close()
+	}
+	if len(s.conns) == 0 {
+		select {
+		case <-s.drained:
+		default:
+			close(s.drained)
 		}
 	}
 	s.mu.Unlock()
-	for _, tc := range idle {
-		tc.goodbye()
+}
+
+func (s *Server) snapshot() []*conn {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	cs := make([]*conn, 0, len(s.conns))
+	for c := range s.conns {
+		cs = append(cs, c)
 	}
-	err := s.smtp.Shutdown(ctx)
-	if err != nil {
-		s.smtp.Close()
+	return cs
+}
+
+// Shutdown stops accepting connections, tells clients waiting between
+// transactions "421 4.3.2" and closes them, lets transactions under way
+// finish, and returns when every connection is gone. When ctx ends first,
+// it closes what is left and returns ctx's error. A client in the middle
+// of a TLS handshake is not waited for.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.stopAccepting()
+	for _, c := range s.snapshot() {
+		c.interrupt()
+	}
+	var err error
+	select {
+	case <-s.drained:
+	case <-ctx.Done():
+		err = ctx.Err()
+		for _, c := range s.snapshot() {
+			c.close()
+		}
 	}
 	s.relay.close()
-	if errors.Is(err, smtp.ErrServerClosed) {
-		err = nil
-	}
 	return err
 }
 
 // Close closes every listener and connection at once.
 func (s *Server) Close() error {
-	s.closing.Store(true)
-	err := s.smtp.Close()
+	s.stopAccepting()
+	for _, c := range s.snapshot() {
+		c.close()
+	}
 	s.relay.close()
-	if errors.Is(err, smtp.ErrServerClosed) {
-		err = nil
-	}
-	return err
-}
-
-// A listener tracks the connections it accepts, and starts TLS on them for
-// implicit TLS.
-type listener struct {
-	net.Listener
-	srv *Server
-	tls *tls.Config
-}
-
-func (l *listener) Accept() (net.Conn, error) {
-	c, err := l.Listener.Accept()
-	if err != nil {
-		return nil, err
-	}
-	tc := &trackedConn{Conn: c, srv: l.srv, id: strconv.FormatUint(l.srv.seq.Add(1), 10)}
-	var top net.Conn = tc
-	if l.tls != nil {
-		top = tls.Server(tc, l.tls)
-	}
-	tc.top.Store(&top)
-	l.srv.mu.Lock()
-	l.srv.conns[tc] = struct{}{}
-	l.srv.mu.Unlock()
-	return top, nil
-}
-
-// A trackedConn is one client connection, under TLS if any. It holds what
-// lasts for the whole connection, across the new session go-smtp starts
-// after STARTTLS.
-type trackedConn struct {
-	net.Conn
-	srv *Server
-	id  string
-	top atomic.Pointer[net.Conn] // the connection replies are written to: TLS once started
-
-	authFailures    int         // only touched by the connection's goroutine
-	busy            atomic.Bool // a mail transaction is under way
-	closeAfterWrite atomic.Bool // close once the next reply is written
-	closeOnce       sync.Once
-}
-
-func (tc *trackedConn) Write(b []byte) (int, error) {
-	n, err := tc.Conn.Write(b)
-	if tc.closeAfterWrite.Load() {
-		tc.Close()
-	}
-	return n, err
-}
-
-func (tc *trackedConn) Close() error {
-	var err error
-	tc.closeOnce.Do(func() {
-		err = tc.Conn.Close()
-		tc.srv.mu.Lock()
-		delete(tc.srv.conns, tc)
-		tc.srv.mu.Unlock()
-	})
-	return err
-}
-
-// goodbye tells an idle client the server is going away (RFC 5321
-// section 3.8) and closes the connection.
-func (tc *trackedConn) goodbye() {
-	top := *tc.top.Load()
-	top.SetWriteDeadline(time.Now().Add(time.Second))
-	top.Write([]byte("421 4.3.2 Service shutting down, try again later\r\n"))
-	tc.Close()
-}
-
-// connOf returns the trackedConn under c, which may be a TLS connection.
-func connOf(c net.Conn) *trackedConn {
-	if t, ok := c.(*tls.Conn); ok {
-		c = t.NetConn()
-	}
-	tc, _ := c.(*trackedConn)
-	return tc
+	return nil
 }

@@ -11,25 +11,27 @@ import (
 	"log/slog"
 	"net"
 	"strings"
-	"sync"
 	"time"
 
-	"github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
 )
 
-var (
-	_ smtp.Session     = (*session)(nil)
-	_ smtp.AuthSession = (*session)(nil)
-	_ sasl.Server      = (*bearerServer)(nil)
-)
+// A saslServer is the server side of one SASL exchange (RFC 4422): Next
+// takes the client's response (nil when there was no initial response)
+// and returns a challenge, or done, or the error reply that ends it.
+type saslServer interface {
+	Next(response []byte) (challenge []byte, done bool, err error)
+}
 
-// A session is one SMTP conversation. go-smtp passes no context, so the
-// session owns one: made in newSession, cancelled in Logout.
+var _ saslServer = (*bearerServer)(nil)
+
+// A session is the policy side of one connection: who authenticated, the
+// mail transaction under way and its upstream connection. Only the
+// connection's goroutine touches it; ctx is cancelled when the connection
+// closes, from whichever goroutine closes it.
 type session struct {
 	srv    *Server
-	c      *smtp.Conn
-	tc     *trackedConn
+	c      *conn
 	ctx    context.Context
 	cancel context.CancelFunc
 	log    *slog.Logger
@@ -37,45 +39,19 @@ type session struct {
 	ident *Identity // nil until AUTH succeeds
 
 	// The mail transaction under way.
-	txID  string
-	from  string
-	rcpts []string
-	start time.Time
-	// up is the transaction's upstream connection. go-smtp may call
-	// Logout from another goroutine (Server.Close) while a command runs,
-	// so up is only touched under upMu.
-	upMu sync.Mutex
-	up   *upstreamConn
+	txID     string
+	from     string
+	rcpts    []string
+	smtputf8 bool
+	start    time.Time
+	up       *upstreamConn
 }
 
-func (s *Server) newSession(c *smtp.Conn) (smtp.Session, error) {
-	tc := connOf(c.Conn())
-	if tc == nil {
-		return nil, errors.New("gateway: connection not accepted by a gateway listener")
-	}
-	top := c.Conn()
-	tc.top.Store(&top)
-	ctx, cancel := context.WithCancel(context.Background())
-	return &session{
-		srv:    s,
-		c:      c,
-		tc:     tc,
-		ctx:    ctx,
-		cancel: cancel,
-		log:    s.log.With("conn", tc.id, "remote", tc.RemoteAddr().String()),
-	}, nil
-}
+func (s *session) tlsState() *tls.ConnectionState { return s.c.tlsState }
 
-func (s *session) tlsState() *tls.ConnectionState {
-	if st, ok := s.c.TLSConnectionState(); ok {
-		return &st
-	}
-	return nil
-}
-
-// AuthMechanisms lists the SASL mechanisms offered in EHLO: none before TLS
+// authMechanisms lists the SASL mechanisms offered in EHLO: none before TLS
 // unless insecure AUTH is allowed.
-func (s *session) AuthMechanisms() []string {
+func (s *session) authMechanisms() []string {
 	if s.tlsState() == nil && !s.srv.cfg.AllowInsecureAuth {
 		return nil
 	}
@@ -86,10 +62,9 @@ func (s *session) AuthMechanisms() []string {
 	return mechs
 }
 
-func (s *session) Auth(mech string) (sasl.Server, error) {
-	if s.tc.authFailures >= s.srv.cfg.MaxAuthFailures {
+func (s *session) auth(mech string) (saslServer, error) {
+	if s.c.authFailures >= s.srv.cfg.MaxAuthFailures {
 		s.log.Info("auth", "mech", mech, "result", "refused", "reason", "too many failures")
-		s.tc.closeAfterWrite.Store(true)
 		return nil, errTooManyFailures
 	}
 	if s.tlsState() == nil && !s.srv.cfg.AllowInsecureAuth {
@@ -121,8 +96,8 @@ func (b *bearerServer) Next(resp []byte) ([]byte, bool, error) {
 	if b.failure != nil {
 		// RFC 7628 section 3.2.3: the client answers the error challenge
 		// with %x01. Clients also send an empty line or "="; whatever it
-		// is, the exchange ends in failure. ("*" never gets here: go-smtp
-		// answers it with 501.)
+		// is, the exchange ends in failure. ("*" never gets here: the
+		// engine answers it with 501.)
 		return nil, false, b.failure
 	}
 	if resp == nil && !b.asked {
@@ -192,10 +167,10 @@ func (b *bearerServer) errorChallenge(ae *AuthError) []byte {
 // authFailed counts and logs a failed AUTH, and holds the reply back when
 // the client's address keeps failing.
 func (s *session) authFailed(mech, user, reason string) {
-	s.tc.authFailures++
+	s.c.authFailures++
 	delay := s.srv.slow.fail(s.remoteIP())
 	s.log.Info("auth", "mech", mech, "user", user, "result", "failed", "reason", reason,
-		"failures", s.tc.authFailures, "delay", delay, "tls", s.tlsVersion())
+		"failures", s.c.authFailures, "delay", delay, "tls", s.tlsVersion())
 	if delay > 0 {
 		t := time.NewTimer(delay)
 		defer t.Stop()
@@ -217,7 +192,7 @@ func (s *session) authSucceeded(mech, user string, id Identity) {
 }
 
 func (s *session) remoteIP() string {
-	addr := s.tc.RemoteAddr().String()
+	addr := s.c.raw.RemoteAddr().String()
 	if host, _, err := net.SplitHostPort(addr); err == nil {
 		return host
 	}
@@ -231,83 +206,111 @@ func (s *session) tlsVersion() string {
 	return "none"
 }
 
-func (s *session) Mail(from string, opts *smtp.MailOptions) error {
-	if s.ident == nil {
-		return errAuthRequired
-	}
-	s.upMu.Lock()
-	defer s.upMu.Unlock()
-	if s.up != nil {
-		// go-smtp passes a second MAIL through; taking another upstream
-		// connection would leak the first one's slot.
-		return errNestedMail
-	}
+// mail starts a transaction: the sender policy, the credential still
+// live, the per-identity limit, then MAIL at the upstream.
+func (s *session) mail(from string, p mailParams) error {
 	if s.srv.closing.Load() {
-		s.tc.closeAfterWrite.Store(true)
 		return errShuttingDown
 	}
 	if from == "" {
 		return errNullSender
 	}
+	if err := s.credentialLive(); err != nil {
+		return err
+	}
 	if !s.ident.mayUse(from) {
 		s.log.Info("sender refused", "rule", "envelope", "from", from, "subject", s.ident.Subject)
 		return senderRefused("MAIL FROM", from)
 	}
-	s.tc.busy.Store(true)
-	up, err := s.srv.relay.mail(s.ctx, from, opts)
+	if !s.srv.beginTransaction(s.ident.Subject) {
+		s.log.Warn("transaction refused", "reason", "too many transactions for one identity",
+			"subject", s.ident.Subject, "limit", s.srv.cfg.MaxTransactionsPerIdentity)
+		return errTooManyTransactions
+	}
+	fwd := &smtp.MailOptions{Body: smtp.BodyType(p.body), Size: p.size, UTF8: p.smtputf8}
+	up, err := s.srv.relay.mail(s.ctx, from, fwd)
 	if err != nil {
-		s.tc.busy.Store(false)
+		s.srv.endTransaction(s.ident.Subject)
 		return err
 	}
-	if s.ctx.Err() != nil { // Logout ran meanwhile
-		s.srv.relay.release(up, false)
-		return errUpstreamLost
-	}
-	s.up, s.from, s.rcpts, s.txID, s.start = up, from, nil, newID(), time.Now()
+	s.up, s.from, s.rcpts, s.smtputf8, s.txID, s.start = up, from, nil, p.smtputf8, newID(), time.Now()
+	s.c.inTx.Store(true)
 	return nil
 }
 
-func (s *session) Rcpt(to string, opts *smtp.RcptOptions) error {
-	s.upMu.Lock()
-	defer s.upMu.Unlock()
+// credentialLive re-checks, at each MAIL, that the credential has not
+// expired or been revoked since AUTH.
+func (s *session) credentialLive() error {
+	id := s.ident
+	if !id.Expires.IsZero() && time.Now().After(id.Expires) {
+		s.log.Info("credential expired", "subject", id.Subject, "expired", id.Expires)
+		return errCredentialExpired
+	}
+	if s.srv.cfg.Credentials == nil {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(s.ctx, s.srv.cfg.AuthTimeout)
+	defer cancel()
+	err := s.srv.cfg.Credentials.CheckCredential(ctx, *id)
+	if err == nil {
+		return nil
+	}
+	if ae, ok := errors.AsType[*AuthError](err); ok && !ae.Temporary {
+		s.log.Info("credential no longer valid", "subject", id.Subject, "reason", ae.Reason)
+		return errCredentialExpired
+	}
+	s.log.Warn("credential check unavailable", "subject", id.Subject, "err", err)
+	return errAuthUnavailable
+}
+
+func (s *session) rcpt(to string) error {
 	if s.up == nil {
 		return errUpstreamLost
 	}
-	err := s.up.c.Rcpt(to, opts)
+	err := s.up.c.Rcpt(to, nil)
 	if err == nil {
 		s.rcpts = append(s.rcpts, to)
 		return nil
 	}
-	if se, ok := errors.AsType[*smtp.SMTPError](err); ok {
-		s.log.Info("recipient refused upstream", "id", s.txID, "rcpt", to, "upstream_reply", se.Error())
-		return se
+	reply, broken := replyOf(err)
+	if broken {
+		s.log.Warn("upstream lost at RCPT", "id", s.txID, "err", err)
+		s.srv.relay.release(s.up, true)
+		s.up = nil
+		return reply
 	}
-	s.log.Warn("upstream lost at RCPT", "id", s.txID, "err", err)
-	s.srv.relay.release(s.up, true)
-	s.up = nil
-	return errUpstreamLost
-}
-
-func (s *session) Data(r io.Reader) error {
-	up := s.takeUp()
-	if up == nil {
-		return errUpstreamLost
-	}
-	defer s.endTx()
-	n, reply, err := s.relayData(up, r)
-	if err != nil {
-		s.log.Info("message", "id", s.txID, "from", s.from, "rcpts", s.rcpts, "bytes", n,
-			"result", "failed", "reply", err.Error(), "duration", time.Since(s.start))
-		return err
-	}
-	s.log.Info("message", "id", s.txID, "from", s.from, "rcpts", s.rcpts, "bytes", n,
-		"result", "relayed", "upstream_reply", reply.Message, "duration", time.Since(s.start))
+	s.log.Info("recipient refused upstream", "id", s.txID, "rcpt", to, "upstream_reply", err.Error())
 	return reply
 }
 
+// data relays the message r delivers and returns the reply for the client.
+// When reading r fails (the client went away, or sent too much) it stops
+// at once; the engine then picks the reply.
+func (s *session) data(r *dataReader) error {
+	up := s.up
+	s.up = nil
+	defer s.endTx()
+	if up == nil {
+		return errUpstreamLost
+	}
+	n, text, err := s.relayData(up, r)
+	if err != nil {
+		reply := err.Error()
+		if r.err != nil && r.err != io.EOF {
+			reply = "client: " + r.err.Error()
+		}
+		s.log.Info("message", "id", s.txID, "from", s.from, "rcpts", s.rcpts, "bytes", n,
+			"result", "failed", "reply", reply, "duration", time.Since(s.start))
+		return err
+	}
+	s.log.Info("message", "id", s.txID, "from", s.from, "rcpts", s.rcpts, "bytes", n,
+		"result", "relayed", "upstream_reply", text, "duration", time.Since(s.start))
+	return upstreamOK(text)
+}
+
 // relayData checks the header and streams the message to the upstream. It
-// returns the reply for the client: the upstream's own, or one of ours.
-func (s *session) relayData(up *upstreamConn, r io.Reader) (n int64, reply *smtp.SMTPError, err error) {
+// returns the upstream's reply text, or the reply for the client.
+func (s *session) relayData(up *upstreamConn, r *dataReader) (n int64, text string, err error) {
 	broken := true
 	defer func() { s.srv.relay.release(up, broken) }()
 
@@ -315,91 +318,76 @@ func (s *session) relayData(up *upstreamConn, r io.Reader) (n int64, reply *smtp
 	bufs := s.srv.bufs.Get().(*dataBuf)
 	defer s.srv.bufs.Put(bufs)
 	br := bufs.r
-	br.Reset(&deadlineReader{r: r, conn: s.c.Conn(), timeout: cfg.ReadTimeout})
+	br.Reset(r)
 	defer br.Reset(nil)
 	header, rest, err := readHeader(br, cfg.MaxHeaderBytes)
 	if err != nil {
 		if errors.Is(err, errHeaderLimit) {
 			broken = false // nothing was sent: RSET keeps the connection
-			return 0, nil, errHeaderTooLarge
+			return 0, "", errHeaderTooLarge
 		}
-		return 0, nil, clientDataErr(err)
+		return 0, "", errDataIncomplete
 	}
-	if e := checkHeader(s.ident, header); e != nil {
+	if e := checkHeader(s.ident, header, s.smtputf8); e != nil {
 		broken = false
 		s.log.Info("sender refused", "rule", "header", "id", s.txID, "reason", e.Message, "subject", s.ident.Subject)
-		return 0, nil, e
+		return 0, "", e
 	}
 
-	w, err := up.c.Data()
+	w, err := s.srv.relay.data(up)
 	if err != nil {
-		if se, ok := errors.AsType[*smtp.SMTPError](err); ok {
-			broken = false
-			return 0, nil, se
+		reply, brk := replyOf(err)
+		broken = brk
+		if brk {
+			s.log.Warn("upstream lost at DATA", "id", s.txID, "err", err)
 		}
-		s.log.Warn("upstream lost at DATA", "id", s.txID, "err", err)
-		return 0, nil, errUpstreamLost
+		return 0, "", reply
 	}
-	uw := &deadlineWriter{w: w, conn: up.conn, timeout: s.srv.cfg.Upstream.CommandTimeout}
-	cw := &crlfWriter{w: uw}
-	if _, err := uw.Write(receivedHeader(s.c.Hostname(), s.tc.RemoteAddr(), cfg.Hostname, s.txID, s.tlsState(), s.rcpts, time.Now())); err != nil {
-		return 0, nil, s.upstreamWriteErr(err)
+	defer w.free()
+	if _, err := w.Write(receivedHeader(s.c.helo, s.c.raw.RemoteAddr(), cfg.Hostname, s.txID, s.tlsState(), s.rcpts, time.Now())); err != nil {
+		return 0, "", s.upstreamWriteErr(err)
 	}
 	n = int64(len(header) + len(rest))
-	if _, err := cw.Write(append(header, rest...)); err != nil {
-		return n, nil, s.upstreamWriteErr(err)
+	if _, err := w.Write(header); err != nil {
+		return n, "", s.upstreamWriteErr(err)
+	}
+	if _, err := w.Write(rest); err != nil {
+		return n, "", s.upstreamWriteErr(err)
 	}
 	buf := bufs.copy[:]
 	for {
 		m, rerr := br.Read(buf)
 		if m > 0 {
 			n += int64(m)
-			if _, err := cw.Write(buf[:m]); err != nil {
-				return n, nil, s.upstreamWriteErr(err)
+			if _, err := w.Write(buf[:m]); err != nil {
+				return n, "", s.upstreamWriteErr(err)
 			}
 		}
 		if rerr == io.EOF {
 			break
 		}
 		if rerr != nil {
-			// The client went away or sent too much: the upstream
-			// connection is closed without the final dot, so the
-			// upstream discards the partial message.
-			return n, nil, clientDataErr(rerr)
+			// The client went away, stalled, or sent too much: the
+			// upstream connection is closed without the final dot, so
+			// the upstream discards the partial message.
+			return n, "", errDataIncomplete
 		}
 	}
-	if err := cw.Close(); err != nil {
-		return n, nil, s.upstreamWriteErr(err)
-	}
-	resp, err := w.CloseWithResponse()
-	if err != nil {
-		if se, ok := errors.AsType[*smtp.SMTPError](err); ok {
-			up.dirty, broken = false, false
-			return n, nil, se
+	text, reply, brk := w.finish()
+	broken = brk
+	if reply != nil {
+		if brk {
+			s.log.Warn("upstream lost after final dot", "id", s.txID, "err", reply)
 		}
-		// Without the upstream's reply the message may or may not have
-		// been accepted. 451 risks a duplicate; 250 risks a loss.
-		s.log.Warn("upstream lost after final dot", "id", s.txID, "err", err)
-		return n, nil, errUpstreamLost
+		return n, "", reply
 	}
-	up.dirty, broken = false, false
-	return n, upstreamOK(resp.StatusText), nil
+	up.dirty = false
+	return n, text, nil
 }
 
 func (s *session) upstreamWriteErr(err error) error {
 	s.log.Warn("upstream lost during DATA", "id", s.txID, "err", err)
 	return errUpstreamLost
-}
-
-// clientDataErr maps an error reading the client's message to a reply.
-func clientDataErr(err error) error {
-	if se, ok := errors.AsType[*smtp.SMTPError](err); ok {
-		return se // ErrDataTooLarge
-	}
-	if errors.Is(err, smtp.ErrTooLongLine) {
-		return errLineTooLong
-	}
-	return err // the client is gone; the reply goes nowhere
 }
 
 // upstreamOK is the client's 250 reply, carrying the upstream's text (its
@@ -412,41 +400,30 @@ func upstreamOK(text string) *smtp.SMTPError {
 	return &smtp.SMTPError{Code: 250, EnhancedCode: code, Message: text}
 }
 
-// takeUp hands the transaction's upstream connection to the caller.
-func (s *session) takeUp() *upstreamConn {
-	s.upMu.Lock()
-	defer s.upMu.Unlock()
-	up := s.up
-	s.up = nil
-	return up
-}
-
-func (s *session) Reset() {
-	if up := s.takeUp(); up != nil {
-		s.srv.relay.release(up, false)
+// reset aborts the transaction under way, if any.
+func (s *session) reset() {
+	if s.up != nil {
+		s.srv.relay.release(s.up, false)
+		s.up = nil
 	}
 	s.endTx()
 }
 
 func (s *session) endTx() {
-	s.from, s.rcpts = "", nil
-	if s.tc.busy.Swap(false) && s.srv.closing.Load() {
-		// Shutdown is waiting for this transaction: say goodbye after the
-		// reply.
-		s.tc.closeAfterWrite.Store(true)
+	if s.c.inTx.Swap(false) {
+		s.srv.endTransaction(s.ident.Subject)
 	}
+	s.from, s.rcpts, s.smtputf8 = "", nil, false
 }
 
-// Logout may run on another goroutine than the commands (go-smtp's
-// Server.Close), so it touches only the context, the upstream connection
-// (under upMu) and atomics.
-func (s *session) Logout() error {
+// logout ends the session when the connection is gone.
+func (s *session) logout() {
 	s.cancel()
-	if up := s.takeUp(); up != nil {
-		s.srv.relay.release(up, false)
+	if s.up != nil {
+		s.srv.relay.release(s.up, true)
+		s.up = nil
 	}
-	s.tc.busy.Store(false)
-	return nil
+	s.endTx()
 }
 
 // dataBuf holds the buffers one message needs, reused across messages.
@@ -456,31 +433,6 @@ type dataBuf struct {
 }
 
 func newDataBuf() any { return &dataBuf{r: bufio.NewReaderSize(nil, 32<<10)} }
-
-// A deadlineReader extends the read deadline while a message arrives, so
-// ReadTimeout bounds silence rather than the whole transfer.
-type deadlineReader struct {
-	r       io.Reader
-	conn    net.Conn
-	timeout time.Duration
-}
-
-func (d *deadlineReader) Read(p []byte) (int, error) {
-	d.conn.SetReadDeadline(time.Now().Add(d.timeout))
-	return d.r.Read(p)
-}
-
-// A deadlineWriter does the same for writes to the upstream.
-type deadlineWriter struct {
-	w       io.Writer
-	conn    net.Conn
-	timeout time.Duration
-}
-
-func (d *deadlineWriter) Write(p []byte) (int, error) {
-	d.conn.SetWriteDeadline(time.Now().Add(d.timeout))
-	return d.w.Write(p)
-}
 
 // newID returns a short random transaction ID for the Received header and
 // the log.
