@@ -57,15 +57,15 @@ type conn struct {
 	in  connReader
 	out []byte
 
-	helo       string // the name the client gave in HELO or EHLO; "" before
-	sess       *session
+	helo         string // the name the client gave in HELO or EHLO; "" before
+	sess         *session
 	commands     int // commands before a successful AUTH
 	authFailures int
-	readUntil  time.Time
-	readReason *smtp.SMTPError // what to tell a client that hit readUntil
-	inTx       atomic.Bool     // a mail transaction is under way
-	closeOnce  sync.Once
-	closing    bool // reply, then close
+	readUntil    time.Time
+	readReason   *smtp.SMTPError // what to tell a client that hit readUntil
+	inTx         atomic.Bool     // a mail transaction is under way
+	closeOnce    sync.Once
+	closing      bool // reply, then close
 }
 
 // interrupt wakes a connection blocked reading, so that it can see the

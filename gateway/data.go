@@ -11,15 +11,15 @@ var errMessageTooLarge = errors.New("gateway: message exceeds the size limit")
 // Decoder states. "Strict" line starts follow a real CRLF (or the DATA
 // command itself); only there can a dot line end the data.
 const (
-	dsLineStrict = iota // at the start of a line, after CRLF
-	dsLineLoose         // at the start of a line, after a bare CR or LF
-	dsText              // inside a line
-	dsCR                // after a CR, waiting to see whether LF follows
-	dsDotStrict         // after a dot at a strict line start
-	dsDotLoose          // after a dot at a loose line start
-	dsDotCRStrict       // after CR LF "." CR
-	dsDotCRLoose        // after a bare line end, "." and CR
-	dsEnd               // <CR><LF>.<CR><LF> seen
+	dsLineStrict  = iota // at the start of a line, after CRLF
+	dsLineLoose          // at the start of a line, after a bare CR or LF
+	dsText               // inside a line
+	dsCR                 // after a CR, waiting to see whether LF follows
+	dsDotStrict          // after a dot at a strict line start
+	dsDotLoose           // after a dot at a loose line start
+	dsDotCRStrict        // after CR LF "." CR
+	dsDotCRLoose         // after a bare line end, "." and CR
+	dsEnd                // <CR><LF>.<CR><LF> seen
 )
 
 // A dataReader decodes the DATA section of RFC 5321 section 4.1.1.4 from
