@@ -67,7 +67,7 @@ func (p *passwordServer) check(authzid, username, password string) ([]byte, bool
 			if ok {
 				reason = ae.Reason
 			}
-			s.log.Warn("auth", "mech", p.mech, "user", username, "result", "unavailable", "reason", reason, "tls", s.tlsVersion())
+			s.log.Warn("auth", "mech", p.mech, "user", logUser(username), "result", "unavailable", "reason", reason, "tls", s.tlsVersion())
 			return nil, false, errAuthUnavailable
 		}
 		s.authFailed(p.mech, username, ae.Reason)

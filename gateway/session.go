@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"crypto/tls"
 	"encoding/json"
+	"fmt"
 	"errors"
 	"io"
 	"log/slog"
@@ -119,7 +120,7 @@ func (b *bearerServer) Next(resp []byte) ([]byte, bool, error) {
 			ae = &AuthError{Temporary: true, Reason: err.Error()}
 		}
 		if ae.Temporary {
-			s.log.Warn("auth", "mech", b.mech, "user", msg.authzid, "result", "unavailable", "reason", ae.Reason, "tls", s.tlsVersion())
+			s.log.Warn("auth", "mech", b.mech, "user", logUser(msg.authzid), "result", "unavailable", "reason", ae.Reason, "tls", s.tlsVersion())
 			return nil, false, errAuthUnavailable
 		}
 		s.authFailed(b.mech, msg.authzid, ae.Reason)
@@ -169,7 +170,7 @@ func (b *bearerServer) errorChallenge(ae *AuthError) []byte {
 func (s *session) authFailed(mech, user, reason string) {
 	s.c.authFailures++
 	delay := s.srv.slow.fail(s.remoteIP())
-	s.log.Info("auth", "mech", mech, "user", user, "result", "failed", "reason", reason,
+	s.log.Info("auth", "mech", mech, "user", logUser(user), "result", "failed", "reason", reason,
 		"failures", s.c.authFailures, "delay", delay, "tls", s.tlsVersion())
 	if delay > 0 {
 		t := time.NewTimer(delay)
@@ -187,7 +188,7 @@ func (s *session) authSucceeded(mech, user string, id Identity) {
 	if len(id.Addresses) > 0 {
 		address = id.Addresses[0]
 	}
-	s.log.Info("auth", "mech", mech, "user", user, "result", "ok", "subject", id.Subject,
+	s.log.Info("auth", "mech", mech, "user", logUser(user), "result", "ok", "subject", id.Subject,
 		"address", address, "tls", s.tlsVersion())
 }
 
@@ -433,6 +434,17 @@ type dataBuf struct {
 }
 
 func newDataBuf() any { return &dataBuf{r: bufio.NewReaderSize(nil, 32<<10)} }
+
+// logUser is a client-given user name fit for the log. A user name is a
+// mail address; a long one without "@" is most likely a secret typed into
+// the wrong field (an app token as the user name, the fields swapped), and
+// is logged only by its length.
+func logUser(u string) string {
+	if len(u) >= 20 && !strings.Contains(u, "@") {
+		return fmt.Sprintf("REDACTED (%d characters, not an address)", len(u))
+	}
+	return printable(u)
+}
 
 // newID returns a short random transaction ID for the Received header and
 // the log.

@@ -83,6 +83,14 @@ type SMTPConfig struct {
 	MaxAuthFailures   int           `yaml:"max_auth_failures"`  // default 3
 	AuthTimeout       time.Duration `yaml:"auth_timeout"`       // default 30s
 	AuthFailureDelay  time.Duration `yaml:"auth_failure_delay"` // default 1s; negative disables
+
+	MaxConns                   int           `yaml:"max_conns"`                     // default 10000
+	MaxConnsPerClient          int           `yaml:"max_conns_per_client"`          // default 1000; IPv6 per /64
+	MaxUnauthCommands          int           `yaml:"max_unauth_commands"`           // default 30
+	MaxTransactionsPerIdentity int           `yaml:"max_transactions_per_identity"` // default 10
+	TransactionTimeout         time.Duration `yaml:"transaction_timeout"`           // MAIL to end of DATA; default 30m
+	PreAuthTimeout             time.Duration `yaml:"pre_auth_timeout"`              // connect to AUTH; default 10m
+	MaxSessionDuration         time.Duration `yaml:"max_session_duration"`          // default 1h
 }
 
 type TLSFiles struct {
@@ -208,6 +216,10 @@ func (c *Config) provision() error {
 	}
 	if c.SMTP.MaxMessageBytes < 0 || c.SMTP.MaxRecipients < 0 || c.SMTP.MaxAuthFailures < 0 || c.SMTP.MaxLineLength < 0 || c.SMTP.MaxHeaderBytes < 0 {
 		add("smtp: limits must not be negative")
+	}
+	if s := c.SMTP; s.MaxConns < 0 || s.MaxConnsPerClient < 0 || s.MaxUnauthCommands < 0 || s.MaxTransactionsPerIdentity < 0 ||
+		s.TransactionTimeout < 0 || s.PreAuthTimeout < 0 || s.MaxSessionDuration < 0 {
+		add("smtp: connection limits and timeouts must not be negative")
 	}
 
 	if err := c.oidcConfig(nil).Validate(); err != nil {
@@ -370,6 +382,14 @@ func (c *Config) gatewayConfig(tokens gateway.TokenVerifier, log *slog.Logger) g
 		AuthTimeout:       s.AuthTimeout,
 		AuthFailureDelay:  s.AuthFailureDelay,
 		Tokens:            tokens,
+
+		MaxConns:                   s.MaxConns,
+		MaxConnsPerClient:          s.MaxConnsPerClient,
+		MaxUnauthCommands:          s.MaxUnauthCommands,
+		MaxTransactionsPerIdentity: s.MaxTransactionsPerIdentity,
+		TransactionTimeout:         s.TransactionTimeout,
+		PreAuthTimeout:             s.PreAuthTimeout,
+		MaxSessionDuration:         s.MaxSessionDuration,
 		Upstream: gateway.UpstreamConfig{
 			Addr:           u.Addr,
 			TLS:            gateway.UpstreamTLS(u.TLS),

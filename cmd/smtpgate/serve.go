@@ -43,6 +43,7 @@ func serve(ctx context.Context, cfg *Config, stderr io.Writer, ready func()) err
 	gcfg := cfg.gatewayConfig(tokenVerifier{v}, log)
 	if st != nil {
 		gcfg.Passwords = appTokenChecker{st}
+		gcfg.Credentials = appTokenChecker{st}
 	}
 	gw, err := gateway.New(gcfg)
 	if err != nil {
@@ -193,7 +194,7 @@ func (a tokenVerifier) VerifyToken(ctx context.Context, token string) (gateway.I
 	if err != nil {
 		return gateway.Identity{}, err
 	}
-	return gateway.Identity{Subject: id.Issuer + "#" + id.Subject, Addresses: id.Addresses}, nil
+	return gateway.Identity{Subject: id.Issuer + "#" + id.Subject, Addresses: id.Addresses, Expires: id.Expiry}, nil
 }
 
 // appTokenChecker adapts the store to the gateway's PLAIN/LOGIN seam.
@@ -207,5 +208,25 @@ func (a appTokenChecker) CheckPassword(ctx context.Context, username, password, 
 	case err != nil:
 		return gateway.Identity{}, &gateway.AuthError{Temporary: true, Reason: err.Error()}
 	}
-	return gateway.Identity{Subject: "apptoken:" + t.ID, Addresses: t.Senders}, nil
+	return gateway.Identity{Subject: "apptoken:" + t.ID, Addresses: t.Senders, Expires: t.ExpiresAt, AppTokenID: t.ID}, nil
+}
+
+// CheckCredential is the gateway's re-check at each MAIL: an app token
+// revoked (or expired) since AUTH stops the session.
+func (a appTokenChecker) CheckCredential(ctx context.Context, id gateway.Identity) error {
+	if id.AppTokenID == "" {
+		return nil
+	}
+	t, err := a.st.Get(ctx, id.AppTokenID)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return &gateway.AuthError{Reason: "app token deleted"}
+	case err != nil:
+		return err
+	case !t.RevokedAt.IsZero():
+		return &gateway.AuthError{Reason: "app token revoked"}
+	case !t.Live(time.Now()):
+		return &gateway.AuthError{Reason: "app token expired"}
+	}
+	return nil
 }
