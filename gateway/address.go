@@ -173,8 +173,15 @@ func isAtext(c byte) bool {
 // literal in brackets.
 func checkDomain(d string) error {
 	if d[0] == '[' {
-		if d[len(d)-1] != ']' || strings.ContainsAny(d[1:len(d)-1], "[]\\ ") {
+		if len(d) < 3 || d[len(d)-1] != ']' {
 			return errors.New("bad address literal")
+		}
+		lit := d[1 : len(d)-1]
+		for i := 0; i < len(lit); i++ {
+			// RFC 5321 section 4.1.3: dcontent is %d33-90 / %d94-126.
+			if c := lit[i]; c < 33 || c > 126 || c == '[' || c == ']' || c == '\\' {
+				return errors.New("bad address literal")
+			}
 		}
 		return nil
 	}
