@@ -417,7 +417,7 @@ print(json.dumps(p))`)
 
 func TestMobileconfigRefused(t *testing.T) {
 	_, err := Mobileconfig(testServer, Autoconfig{}, Profile{Email: "nope"})
-	for _, want := range []string{"needs autoconfig.incoming", "not a bare mail address", "needs a password", "UUIDs"} {
+	for _, want := range []string{"needs autoconfig.incoming", `"nope" does not end in @`, "needs a password", "UUIDs"} {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("Mobileconfig with nothing = %v, want it to contain %q", err, want)
 		}

@@ -39,14 +39,14 @@ func DomainOf(address string) (string, error) {
 	if len(address) > maxAddress {
 		return "", fmt.Errorf("clientsetup: address longer than %d bytes", maxAddress)
 	}
-	a, err := mail.ParseAddress(address)
-	if err != nil || a.Name != "" || strings.ContainsAny(address, "<>(),;\r\n") {
-		return "", fmt.Errorf("clientsetup: %.80q is not a bare mail address", address)
+	at := strings.LastIndexByte(address, '@')
+	domain := strings.ToLower(address[at+1:])
+	if at < 0 || !validHostname(domain) {
+		return "", fmt.Errorf("clientsetup: %.80q does not end in @ and a domain name", address)
 	}
-	at := strings.LastIndexByte(a.Address, '@')
-	domain := strings.ToLower(a.Address[at+1:])
-	if !validHostname(domain) {
-		return "", fmt.Errorf("clientsetup: %.80q is not a domain name", domain)
+	a, err := mail.ParseAddress(address)
+	if err != nil || a.Name != "" || !strings.HasSuffix(strings.ToLower(a.Address), "@"+domain) {
+		return "", fmt.Errorf("clientsetup: %.80q is not a bare mail address", address)
 	}
 	return domain, nil
 }
