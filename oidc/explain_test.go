@@ -41,9 +41,9 @@ func TestExplain(t *testing.T) {
 		detail []string
 	}{
 		{
-			name:  "accepted",
-			token: iss.Token(t, map[string]any{"scope": "openid smtp.send", "aliases": []string{"team@example.com"}, "exp": clk.Now().Add(30 * time.Minute)}),
-			steps: "format:ok issuer:ok signature:ok expiry:ok validity:ok audience:ok subject:ok client:ok identity:ok scope:ok",
+			name:   "accepted",
+			token:  iss.Token(t, map[string]any{"scope": "openid smtp.send", "aliases": []string{"team@example.com"}, "exp": clk.Now().Add(30 * time.Minute)}),
+			steps:  "format:ok issuer:ok signature:ok expiry:ok validity:ok audience:ok subject:ok client:ok identity:ok scope:ok",
 			detail: []string{`kid "k1"`, "in 30m0s", `may send as alice@example.com, team@example.com`, `required: ["smtp.send"]`},
 		},
 		{
