@@ -14,6 +14,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/smtpgate/smtpgate/clientsetup"
 	"github.com/smtpgate/smtpgate/gateway"
 	"github.com/smtpgate/smtpgate/oidc"
 )
@@ -21,14 +22,17 @@ import (
 // Config is smtpgate's YAML configuration. Keys are snake_case; durations
 // are written "30s"; secrets come from files.
 type Config struct {
-	SMTP            SMTPConfig     `yaml:"smtp"`
-	OIDC            OIDCConfig     `yaml:"oidc"`
-	Upstream        UpstreamConfig `yaml:"upstream"`
-	Web             WebConfig      `yaml:"web"`
-	Store           StoreConfig    `yaml:"store"`
-	Tokens          TokensConfig   `yaml:"tokens"`
-	Log             LogConfig      `yaml:"log"`
-	ShutdownTimeout time.Duration  `yaml:"shutdown_timeout"` // default 30s
+	SMTP     SMTPConfig     `yaml:"smtp"`
+	OIDC     OIDCConfig     `yaml:"oidc"`
+	Upstream UpstreamConfig `yaml:"upstream"`
+	Web      WebConfig      `yaml:"web"`
+	Store    StoreConfig    `yaml:"store"`
+	Tokens   TokensConfig   `yaml:"tokens"`
+	Log      LogConfig      `yaml:"log"`
+	// Autoconfig and Thunderbird set up mail clients (setup.go).
+	Autoconfig      clientsetup.Autoconfig  `yaml:"autoconfig"`
+	Thunderbird     clientsetup.Thunderbird `yaml:"thunderbird"`
+	ShutdownTimeout time.Duration           `yaml:"shutdown_timeout"` // default 30s
 
 	path         string
 	tls          *tls.Config
@@ -255,6 +259,9 @@ func (c *Config) provision() error {
 	}
 
 	c.provisionTokens(add)
+	if err := c.provisionSetup(); err != nil {
+		errs = append(errs, err)
+	}
 
 	switch strings.ToLower(c.Log.Level) {
 	case "", "info":
