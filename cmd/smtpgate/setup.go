@@ -21,11 +21,9 @@ import (
 
 // provisionSetup checks the autoconfig: and thunderbird: sections.
 func (c *Config) provisionSetup() error {
-	errs := []error{c.Autoconfig.Validate(), c.Thunderbird.Validate()}
-	if len(c.Autoconfig.Domains) > 0 && c.Web.Listen == "" {
-		errs = append(errs, errors.New("autoconfig: the autoconfig document is served by the web app; set web.listen"))
-	}
-	return errors.Join(errs...)
+	// The domains matter without the web app too: the add-on lists them
+	// as hostnames, and autoconfig may be served from elsewhere.
+	return errors.Join(c.Autoconfig.Validate(), c.Thunderbird.Validate())
 }
 
 // setupServer is the SMTP side as the generated files describe it.
