@@ -130,7 +130,7 @@ type serverConfig struct {
 // for the host (the add-on), and from version 123 falls back to a password
 // (an app token) when it does not.
 func AutoconfigXML(s Server, a Autoconfig, domain string) ([]byte, error) {
-	if err := s.validate(); err != nil {
+	if err := s.validate(true); err != nil {
 		return nil, err
 	}
 	if !a.Serves(domain) {

@@ -30,7 +30,7 @@ var uuidRE = regexp.MustCompile(`^[0-9A-F]{8}-[0-9A-F]{4}-[0-9A-F]{4}-[0-9A-F]{4
 // profile is unsigned; the device says so when it is installed.
 func Mobileconfig(s Server, a Autoconfig, p Profile) ([]byte, error) {
 	var errs []error
-	if err := s.validate(); err != nil {
+	if err := s.validate(true); err != nil {
 		errs = append(errs, err)
 	}
 	in := a.Incoming

@@ -14,12 +14,14 @@ type Server struct {
 	SubmissionsPort int    // implicit TLS (465); 0: not offered
 }
 
-func (s Server) validate() error {
+// validate checks what a client needs to connect: the host name and, if
+// ports, a port.
+func (s Server) validate(ports bool) error {
 	var errs []error
 	if s.Host == "" {
 		errs = append(errs, errors.New("clientsetup: the SMTP host name is required"))
 	}
-	if s.SubmissionPort == 0 && s.SubmissionsPort == 0 {
+	if ports && s.SubmissionPort == 0 && s.SubmissionsPort == 0 {
 		errs = append(errs, errors.New("clientsetup: no SMTP port to offer"))
 	}
 	return errors.Join(errs...)

@@ -152,7 +152,7 @@ const RedirectionEndpoint = "http://localhost"
 // the autoconfig domains, and the incoming host when it takes OAuth2.
 func NewAddon(s Server, a Autoconfig, t Thunderbird, e Endpoints) (Addon, error) {
 	var errs []error
-	if err := s.validate(); err != nil {
+	if err := s.validate(false); err != nil {
 		errs = append(errs, err)
 	}
 	if t.ClientID == "" {
