@@ -38,13 +38,13 @@ func (a *app) debugToken(w http.ResponseWriter, r *http.Request) {
 		a.render(w, r, http.StatusBadRequest, "debugtoken", page{Session: s, Errors: []string{"Paste an access token to check."}})
 		return
 	}
-	rep := a.cfg.Tokens.Explain(r.Context(), tok)
+	rep := a.cfg.Verifier.Explain(r.Context(), tok)
 	a.log.Info("web: token checked", "by", s.mailbox(), "accepted", rep.Accepted(), "remote", remoteIP(r))
 	a.render(w, r, http.StatusOK, "debugtoken", page{Session: s, Report: rep})
 }
 
 func (a *app) debugSession(w http.ResponseWriter, r *http.Request) (*signIn, bool) {
-	if a.cfg.Tokens == nil {
+	if a.cfg.Verifier == nil {
 		a.fail(w, r, http.StatusNotFound, "There is no such page.")
 		return nil, false
 	}

@@ -120,14 +120,17 @@ func (a *app) addon(ctx context.Context) (clientsetup.Addon, clientsetup.Endpoin
 	}
 	_, p, err := a.oauth(ctx)
 	if err != nil {
-		return clientsetup.Addon{}, clientsetup.Endpoints{}, err
+		return clientsetup.Addon{}, clientsetup.Endpoints{}, fmt.Errorf("%w: %w", errIdPDown, err)
 	}
 	e := clientsetup.Endpoints{Issuer: a.cfg.Issuer, Authorization: p.Endpoint().AuthURL, Token: p.Endpoint().TokenURL}
 	ad, err := clientsetup.NewAddon(a.server(), a.cfg.Autoconfig, a.cfg.Thunderbird, e)
 	return ad, e, err
 }
 
-var errNoAddon = errors.New("web: thunderbird.client_id is not set")
+var (
+	errNoAddon = errors.New("web: thunderbird.client_id is not set")
+	errIdPDown = errors.New("web: the identity provider's discovery document cannot be had")
+)
 
 // addonXPI serves the add-on. It is public: Thunderbird fetches it from
 // the enterprise policy's install_url without signing in, and it holds
@@ -174,7 +177,7 @@ func (a *app) addonFailed(w http.ResponseWriter, r *http.Request, err error) boo
 		return false
 	case errors.Is(err, errNoAddon):
 		a.fail(w, r, http.StatusNotFound, "No Thunderbird add-on is configured here (thunderbird.client_id).")
-	case strings.HasPrefix(err.Error(), "discover "):
+	case errors.Is(err, errIdPDown):
 		a.log.Warn("web: identity provider unavailable", "err", err)
 		a.fail(w, r, http.StatusServiceUnavailable, "The sign-in service cannot be reached right now, and the add-on needs its addresses. Please try again in a minute.")
 	default:
@@ -194,8 +197,8 @@ func (a *app) setupSession(w http.ResponseWriter, r *http.Request) (*signIn, boo
 	return s, ok
 }
 
-func (a *app) setupData(r *http.Request, s *signIn) *setupData {
-	d := &setupData{
+func (a *app) setupData(s *signIn) *setupData {
+	return &setupData{
 		Clients:  setupClients,
 		Email:    s.Addresses[0],
 		Name:     s.Name,
@@ -203,7 +206,6 @@ func (a *app) setupData(r *http.Request, s *signIn) *setupData {
 		Incoming: a.cfg.Autoconfig.Incoming,
 		Profile:  a.cfg.Autoconfig.Incoming != nil,
 	}
-	return d
 }
 
 func (a *app) setupIndex(w http.ResponseWriter, r *http.Request) {
@@ -211,7 +213,7 @@ func (a *app) setupIndex(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	a.render(w, r, http.StatusOK, "setup", page{Session: s, Setup: a.setupData(r, s)})
+	a.render(w, r, http.StatusOK, "setup", page{Session: s, Setup: a.setupData(s)})
 }
 
 func (a *app) setupClient(w http.ResponseWriter, r *http.Request) {
@@ -225,7 +227,7 @@ func (a *app) setupClient(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	d := a.setupData(r, s)
+	d := a.setupData(s)
 	d.Client = setupClients[i]
 	switch id {
 	case "thunderbird":

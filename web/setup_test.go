@@ -299,7 +299,7 @@ func TestDebugToken(t *testing.T) {
 	if w := do(h, "GET", "/debug/token", nil, c); w.Code != http.StatusNotFound {
 		t.Errorf("/debug/token without a verifier = %d, want 404", w.Code)
 	}
-	a.cfg.Tokens = v
+	a.cfg.Verifier = v
 	if w := do(h, "GET", "/debug/token", nil); w.Code != http.StatusUnauthorized {
 		t.Errorf("/debug/token signed out = %d, want 401", w.Code)
 	}

@@ -79,9 +79,9 @@ type Config struct {
 	Autoconfig  clientsetup.Autoconfig
 	Thunderbird clientsetup.Thunderbird
 	Audiences   []string
-	// Tokens, if set, is the SMTP side's token verifier, for the token
+	// Verifier, if set, is the SMTP side's token verifier, for the token
 	// checker at /debug/token.
-	Tokens *oidc.Verifier
+	Verifier *oidc.Verifier
 	// OutboxDir, if set, adds the Outbox pages, which show the messages
 	// the development upstream filed there. For "smtpgate dev" only.
 	OutboxDir string

@@ -38,7 +38,7 @@ func setupWebConfig(wc *web.Config, cfg *Config, v *oidc.Verifier) {
 	if is := cfg.webIssuer(); is != nil {
 		wc.Audiences = is.Audiences
 	}
-	wc.Tokens = v
+	wc.Verifier = v
 }
 
 // addonIssuer is the provider Thunderbird signs in at: the web app's.
