@@ -192,7 +192,7 @@ func (a *app) addonFailed(w http.ResponseWriter, r *http.Request, err error) boo
 func (a *app) setupSession(w http.ResponseWriter, r *http.Request) (*signIn, bool) {
 	s, ok := a.session(r)
 	if !ok {
-		http.Redirect(w, r, "/", http.StatusSeeOther)
+		http.Redirect(w, r, "/login?return=/setup", http.StatusSeeOther)
 	}
 	return s, ok
 }

@@ -208,8 +208,8 @@ func TestSetupPages(t *testing.T) {
 		if w.Code != http.StatusOK || !strings.Contains(body, "mail.example.com") || !strings.Contains(body, "alice@example.com") {
 			t.Errorf("/setup/%s = %d, want the host and address:\n%s", cl.ID, w.Code, body)
 		}
-		if w := do(h, "GET", "/setup/"+cl.ID, nil); w.Code != http.StatusSeeOther {
-			t.Errorf("/setup/%s signed out = %d, want 303", cl.ID, w.Code)
+		if w := do(h, "GET", "/setup/"+cl.ID, nil); w.Code != http.StatusSeeOther || w.Header().Get("Location") != "/login?return=/setup" {
+			t.Errorf("/setup/%s signed out = %d to %q, want 303 to sign in and come back", cl.ID, w.Code, w.Header().Get("Location"))
 		}
 	}
 	// The order a client asks in: K-9's outgoing server is Server,
@@ -322,5 +322,22 @@ func TestDebugToken(t *testing.T) {
 	}
 	if w := do(h, "POST", "/debug/token", url.Values{"token": {strings.Repeat("a", 200<<10)}}, c); w.Code != http.StatusRequestEntityTooLarge {
 		t.Errorf("huge form = %d, want 413", w.Code)
+	}
+}
+
+// TestSetupSignInReturns checks that signing in from a setup page leads
+// back to the setup pages.
+func TestSetupSignInReturns(t *testing.T) {
+	idp := devIdP(t)
+	a, h, _ := newTestApp(t, idp)
+	w := do(h, "GET", "/login?return=/setup", nil)
+	var pl pendingLogin
+	for _, c := range w.Result().Cookies() {
+		if c.Name == a.loginCookie() {
+			a.sessions.open(a.loginCookie(), c.Value, &pl, time.Now())
+		}
+	}
+	if w.Code != http.StatusFound || pl.Return != "/setup" {
+		t.Errorf("GET /login?return=/setup = %d, sign-in returns to %q; want /setup", w.Code, pl.Return)
 	}
 }
