@@ -363,7 +363,7 @@ func TestInterop(t *testing.T) {
 	t.Run("Thunderbird for Android replay", func(t *testing.T) {
 		interop(t, "Thunderbird for Android / K-9 (replay)", "OAUTHBEARER on the AUTH line; empty line after the error challenge")
 		bearer := func(tok string) string {
-			host, port, _ := strings.Cut(gw.submissions, ":")
+			host, port, _ := strings.Cut(gw.submission, ":")
 			return base64.StdEncoding.EncodeToString([]byte("n,a=" + from + ",\x01host=" + host + "\x01port=" + port + "\x01auth=Bearer " + tok + "\x01\x01"))
 		}
 		c := dialWire(t, gw.submission)
