@@ -65,6 +65,9 @@ func (r *Report) String() string {
 			if s.Err.Err != nil {
 				b.WriteString(" (" + s.Err.Err.Error() + ")")
 			}
+			if s.Err.Temporary {
+				b.WriteString(" [temporary: the provider's keys cannot be had; SMTP clients get 454]")
+			}
 		}
 		b.WriteByte('\n')
 	}

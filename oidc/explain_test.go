@@ -109,3 +109,18 @@ func TestExplain(t *testing.T) {
 		})
 	}
 }
+
+// TestExplainProviderDown reports a provider that cannot be reached as
+// temporary, as the SMTP side answers 454 for it.
+func TestExplainProviderDown(t *testing.T) {
+	iss := testissuer.New(t)
+	v := newVerifier(t, iss, newClock(), noCache)
+	iss.SetDown(true)
+	r := v.Explain(context.Background(), iss.Token(t, nil))
+	if got := steps(r); got != "format:ok issuer:ok signature:FAIL" || r.Err == nil || !r.Err.Temporary {
+		t.Fatalf("Explain with the provider down: %s, %v", got, r.Err)
+	}
+	if !strings.Contains(r.String(), "[temporary") {
+		t.Errorf("report does not say the failure is temporary:\n%s", r)
+	}
+}
