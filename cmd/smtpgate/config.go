@@ -22,17 +22,18 @@ import (
 // Config is smtpgate's YAML configuration. Keys are snake_case; durations
 // are written "30s"; secrets come from files.
 type Config struct {
-	SMTP     SMTPConfig     `yaml:"smtp"`
-	OIDC     OIDCConfig     `yaml:"oidc"`
-	Upstream UpstreamConfig `yaml:"upstream"`
-	Web      WebConfig      `yaml:"web"`
-	Store    StoreConfig    `yaml:"store"`
-	Tokens   TokensConfig   `yaml:"tokens"`
-	Log      LogConfig      `yaml:"log"`
+	SMTP            SMTPConfig     `yaml:"smtp"`
+	OIDC            OIDCConfig     `yaml:"oidc"`
+	Upstream        UpstreamConfig `yaml:"upstream"`
+	Web             WebConfig      `yaml:"web"`
+	Store           StoreConfig    `yaml:"store"`
+	Tokens          TokensConfig   `yaml:"tokens"`
+	Log             LogConfig      `yaml:"log"`
+	ShutdownTimeout time.Duration  `yaml:"shutdown_timeout"` // default 30s
+
 	// Autoconfig and Thunderbird set up mail clients (setup.go).
-	Autoconfig      clientsetup.Autoconfig  `yaml:"autoconfig"`
-	Thunderbird     clientsetup.Thunderbird `yaml:"thunderbird"`
-	ShutdownTimeout time.Duration           `yaml:"shutdown_timeout"` // default 30s
+	Autoconfig  clientsetup.Autoconfig  `yaml:"autoconfig"`
+	Thunderbird clientsetup.Thunderbird `yaml:"thunderbird"`
 
 	path         string
 	tls          *tls.Config
