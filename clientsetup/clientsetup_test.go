@@ -162,9 +162,9 @@ func FuzzDomainOf(f *testing.F) {
 }
 
 func TestThunderbirdValidate(t *testing.T) {
-	tb := Thunderbird{ProviderName: "login.microsoftonline.com", Scopes: []string{"openid", "two words"}}
+	tb := Thunderbird{ProviderName: "login.microsoftonline.com", Scopes: []string{"openid", "two words"}, AddonVersion: "1.0beta"}
 	err := tb.Validate()
-	for _, want := range []string{"built-in providers", `scopes[1] "two words"`, "client_id is required"} {
+	for _, want := range []string{"built-in providers", `scopes[1] "two words"`, "client_id is required", `addon_version "1.0beta"`} {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("Validate() = %v, want it to contain %q", err, want)
 		}
@@ -176,8 +176,18 @@ func TestThunderbirdValidate(t *testing.T) {
 		}
 	}
 	ok := Thunderbird{ClientID: "thunderbird"}
-	if err := ok.Validate(); err != nil || !slices.Equal(ok.Scopes, []string{"openid", "email", "offline_access"}) {
-		t.Errorf("defaults: %v, scopes %v", err, ok.Scopes)
+	if err := ok.Validate(); err != nil || !slices.Equal(ok.Scopes, []string{"openid", "email", "offline_access"}) || ok.AddonVersion != "1.0" {
+		t.Errorf("defaults: %v, scopes %v, version %q", err, ok.Scopes, ok.AddonVersion)
+	}
+	for _, v := range []string{"2", "1.2.3.4", "10.0.1"} {
+		if err := (&Thunderbird{ClientID: "x", AddonVersion: v}).Validate(); err != nil {
+			t.Errorf("addon_version %q refused: %v", v, err)
+		}
+	}
+	for _, v := range []string{"1.2.3.4.5", "01.2", "1..2", "v1", "1.0000000000"} {
+		if err := (&Thunderbird{ClientID: "x", AddonVersion: v}).Validate(); err == nil {
+			t.Errorf("addon_version %q accepted", v)
+		}
 	}
 }
 
@@ -290,8 +300,10 @@ func TestAddon(t *testing.T) {
 		t.Errorf("manifest_version = %v", m["manifest_version"])
 	}
 
-	// 153's external browser raises the minimum version.
+	// 153's external browser raises the minimum version; the add-on's
+	// version is the configured one.
 	tb.UseExternalBrowser = true
+	tb.AddonVersion = "1.3"
 	tb.ProviderName = "https://sso.example.com/realms/corp"
 	ad, err = NewAddon(testServer, Autoconfig{}, tb, testEndpoints)
 	if err != nil {
@@ -302,6 +314,9 @@ func TestAddon(t *testing.T) {
 	op = checkOAuthProvider(t, m)
 	if op["useExternalBrowser"] != true || op["issuer"] != "https://sso.example.com/realms/corp" {
 		t.Errorf("oauth_provider = %v", op)
+	}
+	if m["version"] != "1.3" {
+		t.Errorf("version = %v, want 1.3", m["version"])
 	}
 	if v := m["browser_specific_settings"].(map[string]any)["gecko"].(map[string]any)["strict_min_version"]; v != "153.0" {
 		t.Errorf("strict_min_version with useExternalBrowser = %v, want 153.0", v)
