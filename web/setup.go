@@ -67,7 +67,7 @@ func (a *app) setupRoutes(r chi.Router) {
 	r.Get("/setup", a.setupIndex)
 	r.Get("/setup/thunderbird/addon.xpi", a.addonXPI)
 	r.Get("/setup/thunderbird/policies.json", a.policies)
-	r.Get("/setup/{client}", a.setupClient)
+	r.Get("/setup/{client}", a.setupPage)
 	r.Post("/setup/apple/profile", a.appleProfile)
 	r.Get("/debug/token", a.debugTokenForm)
 	r.Post("/debug/token", a.debugToken)
@@ -216,7 +216,7 @@ func (a *app) setupIndex(w http.ResponseWriter, r *http.Request) {
 	a.render(w, r, http.StatusOK, "setup", page{Session: s, Setup: a.setupData(s)})
 }
 
-func (a *app) setupClient(w http.ResponseWriter, r *http.Request) {
+func (a *app) setupPage(w http.ResponseWriter, r *http.Request) {
 	id := chi.URLParam(r, "client")
 	i := slices.IndexFunc(setupClients, func(c setupClient) bool { return c.ID == id })
 	if i < 0 {
