@@ -50,6 +50,14 @@ func FuzzVerify(f *testing.F) {
 	f.Fuzz(func(t *testing.T, token string) {
 		_ = v.DiscoveryURL(token)
 		id, err := v.Verify(t.Context(), token)
+		// The token checker runs the same checks and must agree.
+		r := v.Explain(t.Context(), token)
+		if r.Accepted() != (err == nil) {
+			t.Fatalf("Explain accepted = %v, Verify error = %v", r.Accepted(), err)
+		}
+		if len(token) >= 16 && strings.Contains(r.String(), token) {
+			t.Fatalf("Explain report contains the token")
+		}
 		if err == nil {
 			if id == nil || id.Address == "" || len(id.Addresses) == 0 || id.Addresses[0] != id.Address {
 				t.Fatalf("Verify() = %+v, nil: incomplete identity", id)

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -150,124 +151,191 @@ func (v *Verifier) Verify(ctx context.Context, token string) (*Identity, error) 
 }
 
 func (v *Verifier) verify(ctx context.Context, token string, now time.Time) (*Identity, *Error) {
+	return v.run(ctx, token, now, nil)
+}
+
+// run does every check of a token, in order, and stops at the first that
+// fails, unless rec is not nil: then it records each check, and after the
+// signature goes on through the checks of the claims, so Explain shows
+// every reason at once. Verify and Explain share it, so what Explain says
+// is what Verify does.
+func (v *Verifier) run(ctx context.Context, token string, now time.Time, rec *Report) (*Identity, *Error) {
 	u, err := parseUnverified(token)
 	if err != nil {
-		return nil, invalidToken("malformed token", err)
+		return nil, rec.add(CheckFormat, "", invalidToken("malformed token", err))
 	}
+	rec.add(CheckFormat, fmt.Sprintf("JWS, alg %s, kid %q, typ %q", u.alg, u.kid, u.typ), nil)
 	if slices.ContainsFunc(u.aud, isMicrosoftGraph) {
 		// Graph tokens carry a nonce in the header that makes their
 		// signature unverifiable by anyone but Microsoft.
-		return nil, invalidToken("token is for Microsoft Graph, which only Microsoft can verify: expose an API for smtpgate in Entra ID and request a token for its scope", nil)
+		return nil, rec.add(CheckAudience, fmt.Sprintf("aud %q", u.aud), invalidToken("token is for Microsoft Graph, which only Microsoft can verify: expose an API for smtpgate in Entra ID and request a token for its scope", nil))
 	}
 	is := v.issuerFor(u.iss)
 	if is == nil {
-		return nil, invalidToken("unknown issuer", fmt.Errorf("iss %.200q", u.iss))
+		return nil, rec.add(CheckIssuer, fmt.Sprintf("iss %.200q; configured: %s", u.iss, v.issuerNames()), invalidToken("unknown issuer", fmt.Errorf("iss %.200q", u.iss)))
 	}
+	rec.add(CheckIssuer, fmt.Sprintf("iss %q is configured", u.iss), nil)
+	sigDetail := fmt.Sprintf("alg %s, kid %q", u.alg, u.kid)
 	// Checked here as well as by go-oidc so that tokens we would reject
 	// anyway never make us fetch keys.
 	if !slices.Contains(is.cfg.Algorithms, u.alg) {
-		return nil, invalidToken("signing algorithm not accepted", fmt.Errorf("alg %.20q", u.alg))
+		return nil, rec.add(CheckSignature, sigDetail+"; accepted: "+strings.Join(is.cfg.Algorithms, " "), invalidToken("signing algorithm not accepted", fmt.Errorf("alg %.20q", u.alg)))
 	}
 	if is.cfg.RequireATJWT && !isATJWT(u.typ) {
-		return nil, invalidToken("token type is not at+jwt", fmt.Errorf("typ %.40q", u.typ))
+		return nil, rec.add(CheckSignature, fmt.Sprintf("typ %.40q, want at+jwt", u.typ), invalidToken("token type is not at+jwt", fmt.Errorf("typ %.40q", u.typ)))
 	}
 	slot := &keyErr{}
 	idt, err := is.verifier.Verify(context.WithValue(ctx, keyErrKey{}, slot), token)
 	if err != nil {
 		if slot.err != nil {
-			return nil, slot.err
+			return nil, rec.add(CheckSignature, sigDetail, slot.err)
 		}
-		return nil, invalidToken("invalid token", err)
+		return nil, rec.add(CheckSignature, sigDetail, invalidToken("invalid token", err))
 	}
+	rec.add(CheckSignature, sigDetail+", verified with the issuer's key", nil)
 	var c claims
 	if err := idt.Claims(&c); err != nil {
-		return nil, invalidToken("malformed claims", err)
+		return nil, rec.add(CheckClaims, "", invalidToken("malformed claims", err))
 	}
-	return is.identity(c, now, v.leeway)
+	return is.identity(c, now, v.leeway, rec)
 }
 
-// identity applies the issuer's policy to a verified claims set.
-func (is *issuer) identity(c claims, now time.Time, leeway time.Duration) (*Identity, *Error) {
+func (v *Verifier) issuerNames() string {
+	names := make([]string, len(v.issuers))
+	for i, is := range v.issuers {
+		names[i] = strconv.Quote(is.cfg.Issuer)
+	}
+	return strings.Join(names, ", ")
+}
+
+// identity applies the issuer's policy to a verified claims set: each
+// check in turn, the first failure is the answer. With rec, every check
+// runs and is recorded.
+func (is *issuer) identity(c claims, now time.Time, leeway time.Duration, rec *Report) (*Identity, *Error) {
 	cfg := &is.cfg
-	if iss, _, _ := c.str("iss"); iss != cfg.Issuer {
-		return nil, invalidToken("unknown issuer", nil)
+	id := &Identity{Issuer: cfg.Issuer}
+	checks := []struct {
+		name string
+		fn   func() (string, *Error)
+	}{
+		{CheckIssuer, func() (string, *Error) {
+			if iss, _, _ := c.str("iss"); iss != cfg.Issuer {
+				return "", invalidToken("unknown issuer", nil)
+			}
+			return "", nil
+		}},
+		{CheckExpiry, func() (string, *Error) {
+			// RFC 7519 section 4.1.4: "the current date/time MUST be
+			// before the expiration date/time"; RFC 9068 section 2.2
+			// makes exp required.
+			exp, ok, err := c.date("exp")
+			if err != nil || !ok {
+				return "no exp claim", invalidToken("missing expiry", err)
+			}
+			id.Expiry = exp
+			if !now.Before(exp.Add(leeway)) {
+				return fmt.Sprintf("expired at %s, %s ago (leeway %s)", exp.Format(time.RFC3339), now.Sub(exp).Round(time.Second), leeway),
+					invalidToken("token expired", fmt.Errorf("expired at %v", exp))
+			}
+			return fmt.Sprintf("expires at %s, in %s", exp.Format(time.RFC3339), exp.Sub(now).Round(time.Second)), nil
+		}},
+		{CheckValidity, func() (string, *Error) {
+			if nbf, _, err := c.date("nbf"); err != nil {
+				return "", invalidToken("malformed claims", err)
+			} else if now.Add(leeway).Before(nbf) {
+				return fmt.Sprintf("not before %s", nbf.Format(time.RFC3339)), invalidToken("token not yet valid", fmt.Errorf("not before %v", nbf))
+			}
+			if iat, _, err := c.date("iat"); err != nil {
+				return "", invalidToken("malformed claims", err)
+			} else if iat.After(now.Add(leeway)) {
+				return fmt.Sprintf("issued at %s", iat.Format(time.RFC3339)), invalidToken("token issued in the future", fmt.Errorf("issued at %v", iat))
+			}
+			return "nbf and iat are not in the future", nil
+		}},
+		{CheckAudience, func() (string, *Error) {
+			aud, err := c.list("aud")
+			if err != nil {
+				return "", invalidToken("malformed claims", err)
+			}
+			detail := fmt.Sprintf("aud %q; accepted: %q", aud, cfg.Audiences)
+			if !slices.ContainsFunc(cfg.Audiences, func(a string) bool { return slices.Contains(aud, a) }) {
+				return detail, invalidToken("audience not accepted", nil)
+			}
+			return detail, nil
+		}},
+		{CheckSubject, func() (string, *Error) {
+			sub, _, err := c.str("sub")
+			if err != nil || sub == "" {
+				return "", invalidToken("missing subject", err)
+			}
+			id.Subject = sub
+			return fmt.Sprintf("sub %q", sub), nil
+		}},
+		{CheckClient, func() (string, *Error) {
+			clientID, _, err := c.str("azp")
+			if err == nil && clientID == "" {
+				clientID, _, err = c.str("client_id")
+			}
+			if err != nil {
+				return "", invalidToken("malformed claims", err)
+			}
+			id.ClientID = clientID
+			if len(cfg.ClientIDs) > 0 && !slices.Contains(cfg.ClientIDs, clientID) {
+				return fmt.Sprintf("client %q; allowed: %q", clientID, cfg.ClientIDs), invalidToken("client not allowed", nil)
+			}
+			if len(cfg.ClientIDs) == 0 {
+				return fmt.Sprintf("client %q; any client is allowed", clientID), nil
+			}
+			return fmt.Sprintf("client %q is allowed", clientID), nil
+		}},
+		{CheckIdentity, func() (string, *Error) {
+			addr, addrs, e := mailbox(c, cfg.IdentityClaim, cfg.AliasesClaim)
+			if e != nil {
+				return "claim " + cfg.IdentityClaim, e
+			}
+			id.Address, id.Addresses = addr, addrs
+			return fmt.Sprintf("%s %q; may send as %s", cfg.IdentityClaim, addr, strings.Join(addrs, ", ")), nil
+		}},
+		// Last: RFC 6750 section 3.1 keeps insufficient_scope for tokens
+		// that are otherwise valid.
+		{CheckScope, func() (string, *Error) {
+			scopes, err := scopes(c)
+			if err != nil {
+				return "", invalidToken("malformed claims", err)
+			}
+			id.Scopes = scopes
+			detail := fmt.Sprintf("scopes %q; required: %q", scopes, cfg.RequiredScopes)
+			for _, s := range cfg.RequiredScopes {
+				if !slices.Contains(scopes, s) {
+					return detail, &Error{
+						Code:   CodeInsufficientScope,
+						Scope:  strings.Join(cfg.RequiredScopes, " "),
+						Reason: "insufficient scope",
+						Err:    fmt.Errorf("missing scope %q", s),
+					}
+				}
+			}
+			return detail, nil
+		}},
 	}
-
-	// RFC 7519 section 4.1.4: "the current date/time MUST be before the
-	// expiration date/time"; RFC 9068 section 2.2 makes exp required.
-	exp, ok, err := c.date("exp")
-	if err != nil || !ok {
-		return nil, invalidToken("missing expiry", err)
-	}
-	if !now.Before(exp.Add(leeway)) {
-		return nil, invalidToken("token expired", fmt.Errorf("expired at %v", exp))
-	}
-	if nbf, _, err := c.date("nbf"); err != nil {
-		return nil, invalidToken("malformed claims", err)
-	} else if now.Add(leeway).Before(nbf) {
-		return nil, invalidToken("token not yet valid", fmt.Errorf("not before %v", nbf))
-	}
-	if iat, _, err := c.date("iat"); err != nil {
-		return nil, invalidToken("malformed claims", err)
-	} else if iat.After(now.Add(leeway)) {
-		return nil, invalidToken("token issued in the future", fmt.Errorf("issued at %v", iat))
-	}
-
-	aud, err := c.list("aud")
-	if err != nil {
-		return nil, invalidToken("malformed claims", err)
-	}
-	if !slices.ContainsFunc(cfg.Audiences, func(a string) bool { return slices.Contains(aud, a) }) {
-		return nil, invalidToken("audience not accepted", nil)
-	}
-
-	sub, _, err := c.str("sub")
-	if err != nil || sub == "" {
-		return nil, invalidToken("missing subject", err)
-	}
-
-	clientID, _, err := c.str("azp")
-	if err == nil && clientID == "" {
-		clientID, _, err = c.str("client_id")
-	}
-	if err != nil {
-		return nil, invalidToken("malformed claims", err)
-	}
-	if len(cfg.ClientIDs) > 0 && !slices.Contains(cfg.ClientIDs, clientID) {
-		return nil, invalidToken("client not allowed", nil)
-	}
-
-	addr, addrs, e := mailbox(c, cfg.IdentityClaim, cfg.AliasesClaim)
-	if e != nil {
-		return nil, e
-	}
-
-	scopes, err := scopes(c)
-	if err != nil {
-		return nil, invalidToken("malformed claims", err)
-	}
-	// Last: RFC 6750 section 3.1 keeps insufficient_scope for tokens that
-	// are otherwise valid.
-	for _, s := range cfg.RequiredScopes {
-		if !slices.Contains(scopes, s) {
-			return nil, &Error{
-				Code:   CodeInsufficientScope,
-				Scope:  strings.Join(cfg.RequiredScopes, " "),
-				Reason: "insufficient scope",
-				Err:    fmt.Errorf("missing scope %q", s),
+	var first *Error
+	for _, ch := range checks {
+		detail, err := ch.fn()
+		if ch.name == CheckIssuer && err == nil {
+			continue // already reported before the signature
+		}
+		rec.add(ch.name, detail, err)
+		if err != nil && first == nil {
+			first = err
+			if rec == nil {
+				return nil, err
 			}
 		}
 	}
-
-	return &Identity{
-		Issuer:    cfg.Issuer,
-		Subject:   sub,
-		Address:   addr,
-		Addresses: addrs,
-		Scopes:    scopes,
-		ClientID:  clientID,
-		Expiry:    exp,
-	}, nil
+	if first != nil {
+		return nil, first
+	}
+	return id, nil
 }
 
 // isMicrosoftGraph reports whether aud names Microsoft Graph.

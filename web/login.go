@@ -36,7 +36,7 @@ type pendingLogin struct {
 
 // returnPaths are the only places a sign-in may lead back to: nothing a
 // parameter says can redirect elsewhere.
-var returnPaths = map[string]bool{"/tokens": true}
+var returnPaths = map[string]bool{"/tokens": true, "/setup": true}
 
 func (a *app) login(w http.ResponseWriter, r *http.Request) {
 	cfg, _, err := a.oauth(r.Context())

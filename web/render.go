@@ -28,7 +28,7 @@ func parseTemplates() (map[string]*template.Template, error) {
 		},
 	}
 	out := make(map[string]*template.Template, len(pages))
-	for _, p := range pages {
+	for _, p := range append(pages, setupPages...) {
 		t, err := template.New("layout.html").Funcs(funcs).ParseFS(templateFS, "templates/layout.html", "templates/"+p+".html")
 		if err != nil {
 			return nil, err

@@ -12,6 +12,7 @@ import (
 
 	"github.com/go-chi/chi/v5"
 
+	"github.com/smtpgate/smtpgate/oidc"
 	"github.com/smtpgate/smtpgate/outbox"
 	"github.com/smtpgate/smtpgate/store"
 )
@@ -31,6 +32,10 @@ type page struct {
 	Expiries []expiry
 	Created  *createdToken
 	Settings settings
+
+	// The setup pages and the token checker (setup.go, debugtoken.go).
+	Setup  *setupData
+	Report *oidc.Report
 
 	// The Outbox pages; Dev shows the link to them.
 	Outbox []outbox.Message

@@ -25,6 +25,8 @@ import (
 	"github.com/go-chi/chi/v5"
 	"golang.org/x/oauth2"
 
+	"github.com/smtpgate/smtpgate/clientsetup"
+	"github.com/smtpgate/smtpgate/oidc"
 	"github.com/smtpgate/smtpgate/store"
 )
 
@@ -71,6 +73,15 @@ type Config struct {
 	SMTPHost        string
 	SubmissionPort  int
 	SubmissionsPort int
+	// Autoconfig and Thunderbird configure the setup pages, the
+	// autoconfig document and the Thunderbird add-on; Audiences are the
+	// web issuer's accepted audiences, which the IdP settings page names.
+	Autoconfig  clientsetup.Autoconfig
+	Thunderbird clientsetup.Thunderbird
+	Audiences   []string
+	// Verifier, if set, is the SMTP side's token verifier, for the token
+	// checker at /debug/token.
+	Verifier *oidc.Verifier
 	// OutboxDir, if set, adds the Outbox pages, which show the messages
 	// the development upstream filed there. For "smtpgate dev" only.
 	OutboxDir string
@@ -190,6 +201,7 @@ func (a *app) routes() http.Handler {
 	r.Post("/tokens/confirm", a.confirmToken)
 	r.Post("/tokens/{id}/revoke", a.revoke)
 	r.Post("/tokens/revoke-all", a.revokeAll)
+	a.setupRoutes(r)
 	if a.cfg.OutboxDir != "" {
 		r.Get("/outbox", a.outboxList)
 		r.Get("/outbox/{id}", a.outboxMessage)

@@ -41,12 +41,13 @@ type appTokenEnv struct {
 	issuer  string
 	config  string // the config file, for the token subcommands
 	maildir string
+	idp     *devprovider.Provider
 }
 
 // startAppTokenEnv starts a devprovider with alice (and her alias
 // team@example.com) and the web app's client, then serve with a store, a
 // token key and the web app.
-func startAppTokenEnv(t *testing.T) *appTokenEnv {
+func startAppTokenEnv(t *testing.T, more ...string) *appTokenEnv {
 	t.Helper()
 	pfAddr, _, _, maildir := postfixEnv(t)
 
@@ -95,8 +96,11 @@ tokens: {key_file: %s}
 web: {listen: %s, base_url: %s, client_id: %s, client_secret_file: %s}`,
 		pfAddr, filepath.Join(dir, "smtpgate.db"), filepath.Join(dir, "token.key"),
 		webAddr, webURL, webClientID, secretFile)
+	for _, m := range more {
+		extra += "\n" + m
+	}
 	gw := startGateway(t, issuer, extra)
-	return &appTokenEnv{gw: gw, web: webURL, issuer: issuer, config: filepath.Join(gw.dir, "smtpgate.yaml"), maildir: maildir}
+	return &appTokenEnv{gw: gw, web: webURL, issuer: issuer, config: filepath.Join(gw.dir, "smtpgate.yaml"), maildir: maildir, idp: p}
 }
 
 // A browser is one headless Chromium tab.

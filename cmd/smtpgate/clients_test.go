@@ -20,6 +20,7 @@ func TestRealClients(t *testing.T) {
 	from, to := "alice@example.com", "bob@example.test"
 
 	t.Run("curl OAUTHBEARER STARTTLS", func(t *testing.T) {
+		interop(t, "curl", "OAUTHBEARER")
 		curl := requireTool(t, "curl")
 		id, msg := testMessage(t, from, to)
 		out, err := runClient(t, msg, curl, "--silent", "--show-error", "--url", "smtp://"+gw.submission,
@@ -34,6 +35,7 @@ func TestRealClients(t *testing.T) {
 		checkDelivery(t, delivered(t, maildir, id), msg, "ESMTPSA")
 	})
 	t.Run("curl OAUTHBEARER implicit TLS", func(t *testing.T) {
+		interop(t, "curl", "OAUTHBEARER")
 		curl := requireTool(t, "curl")
 		id, msg := testMessage(t, from, to)
 		out, err := runClient(t, msg, curl, "--silent", "--show-error", "--url", "smtps://"+gw.submissions,
@@ -64,6 +66,7 @@ func TestRealClients(t *testing.T) {
 	})
 	for _, mech := range []string{"xoauth2", "oauthbearer"} {
 		t.Run("msmtp "+mech, func(t *testing.T) {
+			interop(t, "msmtp", map[string]string{"xoauth2": "XOAUTH2 (waits for 334)", "oauthbearer": "OAUTHBEARER"}[mech])
 			msmtp := requireTool(t, "msmtp")
 			id, msg := testMessage(t, from, to)
 			dir := t.TempDir()

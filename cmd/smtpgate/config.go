@@ -14,6 +14,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/smtpgate/smtpgate/clientsetup"
 	"github.com/smtpgate/smtpgate/gateway"
 	"github.com/smtpgate/smtpgate/oidc"
 )
@@ -29,6 +30,10 @@ type Config struct {
 	Tokens          TokensConfig   `yaml:"tokens"`
 	Log             LogConfig      `yaml:"log"`
 	ShutdownTimeout time.Duration  `yaml:"shutdown_timeout"` // default 30s
+
+	// Autoconfig and Thunderbird set up mail clients (setup.go).
+	Autoconfig  clientsetup.Autoconfig  `yaml:"autoconfig"`
+	Thunderbird clientsetup.Thunderbird `yaml:"thunderbird"`
 
 	path         string
 	tls          *tls.Config
@@ -267,6 +272,9 @@ func (c *Config) provision() error {
 	}
 
 	c.provisionTokens(add)
+	if err := c.provisionSetup(); err != nil {
+		errs = append(errs, err)
+	}
 
 	switch strings.ToLower(c.Log.Level) {
 	case "", "info":

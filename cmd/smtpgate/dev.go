@@ -175,6 +175,13 @@ web:
   client_id: smtpgate-web
   client_secret_file: {{.Dir}}/web-client-secret
   outbox_dir: {{.Dir}}/outbox
+# Thunderbird's autoconfig for the demo domain, and the generated add-on
+# for the development provider's "thunderbird" client.
+autoconfig:
+  domains: [example.com]
+thunderbird:
+  client_id: thunderbird
+  scopes: [openid, email, offline_access]
 log:
   level: info
   format: auto
@@ -387,6 +394,8 @@ smtpgate dev is running; state is kept in %[1]s/ (Ctrl-C stops it, -reset starts
   Outbox    http://%[2]s/outbox   (what the built-in upstream received)
   SMTP      %[5]s (STARTTLS) and %[6]s (implicit TLS), certificate %[1]s/tls.crt
   OpenID    http://%[7]s/.well-known/openid-configuration
+  Set up    http://%[2]s/setup   (per mail program; Thunderbird's add-on: http://%[2]s/setup/thunderbird/addon.xpi)
+  Autoconfig  http://%[2]s/.well-known/autoconfig/mail/config-v1.1.xml?emailaddress=%[9]s
 
 Send a message with an OAuth token (SASL OAUTHBEARER; the token is valid for an hour):
 

@@ -154,6 +154,31 @@ func TestDevCommand(t *testing.T) {
 	if !strings.Contains(page, "Hello from smtpgate dev") {
 		t.Errorf("the Outbox page does not list the message:\n%s", page)
 	}
+	// Autoconfig and the add-on, for the dev provider, as printed.
+	var autoconfigURL string
+	for _, l := range d.help {
+		if f := strings.Fields(l); len(f) == 2 && f[0] == "Autoconfig" {
+			autoconfigURL = f[1]
+		}
+	}
+	if doc := httpGet(t, autoconfigURL); !strings.Contains(doc, "<hostname>localhost</hostname>") || !strings.Contains(doc, "<authentication>OAuth2</authentication>") {
+		t.Errorf("autoconfig %s:\n%s", autoconfigURL, doc)
+	}
+	if xpi := httpGet(t, "http://"+a.Web+"/setup/thunderbird/addon.xpi"); !strings.HasPrefix(xpi, "PK") {
+		t.Errorf("the add-on is not a zip archive")
+	}
+	// check-token accepts the printed token and refuses a forged one.
+	curlCmd := d.command(t, "curl")
+	_, rest, _ := strings.Cut(curlCmd, "--oauth2-bearer ")
+	access, _, _ := strings.Cut(rest, " ")
+	out, err := exec.Command(bin, "check-token", "-config", filepath.Join(dir, "smtpgate.yaml"), access).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "accepted: alice@example.com") {
+		t.Errorf("check-token on the printed token: %v\n%s", err, out)
+	}
+	out, err = exec.Command(bin, "check-token", "-config", filepath.Join(dir, "smtpgate.yaml"), access[:len(access)-4]+"AAAA").CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "FAIL signature") {
+		t.Errorf("check-token on a forged token: %v\n%s", err, out)
+	}
 	token, _ := os.ReadFile(filepath.Join(dir, "demo-app-token"))
 	d.stop(t)
 

@@ -28,7 +28,7 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := run(ctx, os.Args[1:], os.Stdout, os.Stderr); err != nil {
-		if !errors.Is(err, flag.ErrHelp) {
+		if !errors.Is(err, flag.ErrHelp) && !errors.Is(err, errRefused) {
 			fmt.Fprintln(os.Stderr, "smtpgate:", err)
 		}
 		os.Exit(1)
@@ -42,6 +42,11 @@ commands:
   serve -config FILE         run the gateway
   check-config -config FILE  load and validate the config, list every problem
   token create|list|revoke   administer app tokens (see smtpgate token)
+  check-token -config FILE TOKEN
+                             say which of the gateway's checks a token passes
+                             (TOKEN - reads stdin); exit 0 only if accepted
+  thunderbird-addon -config FILE -o FILE
+                             write the Thunderbird add-on (.xpi)
   version                    print the version
 
 -config defaults to $SMTPGATE_CONFIG.
@@ -70,6 +75,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return devCmd(ctx, args, stdout, stderr)
 	case "token":
 		return tokenCmd(ctx, args, stdout, stderr)
+	case "check-token":
+		return checkTokenCmd(ctx, args, os.Stdin, stdout, stderr)
+	case "thunderbird-addon":
+		return thunderbirdAddonCmd(ctx, args, stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, "smtpgate", version())
 		return nil

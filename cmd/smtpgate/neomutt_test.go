@@ -51,6 +51,7 @@ my_hdr X-Test-ID: %s
 	}
 	for _, mech := range []string{"oauthbearer", "xoauth2"} {
 		t.Run(mech, func(t *testing.T) {
+			interop(t, "NeoMutt", strings.ToUpper(mech))
 			tok := small(nil)
 			id, out, err := send(t, mech, tok)
 			if err != nil {

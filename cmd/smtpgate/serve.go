@@ -81,7 +81,9 @@ func serve(ctx context.Context, cfg *Config, stderr io.Writer, ready func()) err
 	}
 	var httpSrv *http.Server
 	if cfg.Web.Listen != "" {
-		h, err := web.New(webConfig(cfg, st, key, log))
+		wc := webConfig(cfg, st, key, log)
+		setupWebConfig(&wc, cfg, v)
+		h, err := web.New(wc)
 		if err != nil {
 			return err
 		}
