@@ -101,11 +101,11 @@ func Run(ctx context.Context, o Options) (Result, error) {
 		return Result{}, err
 	}
 	var (
-		next     atomic.Int64
-		mu       sync.Mutex
-		res      Result
-		lat      []time.Duration
-		wg       sync.WaitGroup
+		next atomic.Int64
+		mu   sync.Mutex
+		res  Result
+		lat  []time.Duration
+		wg   sync.WaitGroup
 	)
 	start := time.Now()
 	for range o.Concurrency {
