@@ -7,14 +7,16 @@ import (
 	"crypto/x509"
 	"encoding/pem"
 	"io"
+	"net"
+	"net/textproto"
 	"os"
 	"os/exec"
 	"runtime"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
-	"github.com/emersion/go-smtp"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/smtpgate/smtpgate/gateway"
@@ -27,20 +29,32 @@ const (
 	idleNEnv     = "SMTPGATE_IDLE_N"     // how many sessions to open
 	idleTokenEnv = "SMTPGATE_IDLE_TOKEN" // the bearer token
 	idleCAEnv    = "SMTPGATE_IDLE_CA"    // PEM certificate to trust for STARTTLS; empty for no TLS
+	idleModeEnv  = "SMTPGATE_IDLE_MODE"  // "auth" (default), "ehlo", or "partial-auth"
 )
 
+// partialAuthBytes is how much of an AUTH line the partial-auth clients
+// send before they stall.
+const partialAuthBytes = 16 << 10
+
 // BenchmarkIdleSessionMemory measures what the gateway holds for each
-// idle, authenticated session: b.N clients connect, (STARTTLS,) EHLO and
-// AUTH OAUTHBEARER, then wait. The clients run in a child process so that
-// only the gateway's memory is counted. Run it with -benchtime=500x for 500
-// sessions; ns/op is the time to set one up, including the child's start.
+// idle session: b.N clients connect, (STARTTLS,) EHLO and AUTH
+// OAUTHBEARER, then wait ("tls", "no-tls"); or only say EHLO ("pre-auth");
+// or send 16 KiB of an AUTH line and stall ("partial-auth-line"). The
+// clients run in a child process so that only the gateway's memory is
+// counted. Run it with -benchtime=500x for 500 sessions, 10000x for the
+// load test; ns/op is the time to set one up, including the child's start.
 func BenchmarkIdleSessionMemory(b *testing.B) {
 	for _, tc := range []struct {
 		name string
 		tls  bool
-	}{{"tls", true}, {"no-tls", false}} {
+		mode string
+	}{{"tls", true, "auth"}, {"no-tls", false, "auth"}, {"pre-auth", false, "ehlo"}, {"partial-auth-line", false, "partial-auth"}} {
 		b.Run(tc.name, func(b *testing.B) {
-			readTimeout := func(gc *gateway.Config, _ *oidc.Config) { gc.ReadTimeout = time.Hour }
+			readTimeout := func(gc *gateway.Config, _ *oidc.Config) {
+				gc.ReadTimeout = time.Hour
+				gc.MaxConns = 100000
+				gc.MaxConnsPerClient = 100000
+			}
 			opts := []envOption{readTimeout}
 			if !tc.tls {
 				opts = append(opts, insecureAuth)
@@ -48,7 +62,7 @@ func BenchmarkIdleSessionMemory(b *testing.B) {
 			up := newDiscardServer(b)
 			gw := newBenchGateway(b, up.addr, opts...)
 			warm := &benchClient{addr: gw.addr, token: gw.token, msg: benchMessage(1 << 10)}
-			env := []string{idleAddrEnv + "=" + gw.addr, idleNEnv + "=" + strconv.Itoa(b.N), idleTokenEnv + "=" + gw.token}
+			env := []string{idleAddrEnv + "=" + gw.addr, idleNEnv + "=" + strconv.Itoa(b.N), idleTokenEnv + "=" + gw.token, idleModeEnv + "=" + tc.mode}
 			if tc.tls {
 				warm.tls = gw.clientTLS
 				ca := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: gw.cert.Certificate[0]})
@@ -140,7 +154,8 @@ func TestIdleClientsHelper(t *testing.T) {
 		}
 		cl.tls = &tls.Config{RootCAs: pool, ServerName: "localhost"}
 	}
-	clients := make([]*smtp.Client, n)
+	mode := os.Getenv(idleModeEnv)
+	clients := make([]io.Closer, n)
 	defer func() {
 		for _, c := range clients {
 			if c != nil {
@@ -152,8 +167,17 @@ func TestIdleClientsHelper(t *testing.T) {
 	g.SetLimit(8)
 	for i := range clients {
 		g.Go(func() error {
+			if mode == "ehlo" || mode == "partial-auth" {
+				c, err := dialEHLO(addr, mode == "partial-auth")
+				if c != nil {
+					clients[i] = c
+				}
+				return err
+			}
 			c, err := cl.dial()
-			clients[i] = c
+			if c != nil {
+				clients[i] = c
+			}
 			return err
 		})
 	}
@@ -163,4 +187,36 @@ func TestIdleClientsHelper(t *testing.T) {
 	os.Stdout.WriteString("ready\n")
 	// Hold the sessions until the parent has measured.
 	io.Copy(io.Discard, os.Stdin)
+}
+
+// dialEHLO connects, says EHLO and waits for the reply; with partialAuth
+// it then sends the first partialAuthBytes of an AUTH line and stalls.
+func dialEHLO(addr string, partialAuth bool) (net.Conn, error) {
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	conn.SetDeadline(time.Now().Add(time.Minute))
+	tp := textproto.NewConn(conn)
+	if _, _, err := tp.ReadResponse(220); err != nil {
+		conn.Close()
+		return nil, err
+	}
+	if err := tp.PrintfLine("EHLO idle.test"); err != nil {
+		conn.Close()
+		return nil, err
+	}
+	if _, _, err := tp.ReadResponse(250); err != nil {
+		conn.Close()
+		return nil, err
+	}
+	if partialAuth {
+		line := "AUTH XOAUTH2 " + strings.Repeat("A", partialAuthBytes-len("AUTH XOAUTH2 "))
+		if _, err := io.WriteString(conn, line); err != nil {
+			conn.Close()
+			return nil, err
+		}
+	}
+	conn.SetDeadline(time.Time{})
+	return conn, nil
 }

@@ -144,12 +144,22 @@ func (b *connReader) readLine(limit func(prefix []byte) int) ([]byte, error) {
 			return nil, errLineTooLong
 		}
 		if b.r == 0 && b.w == len(b.buf) {
-			b.resize(min(2*len(b.buf), lim+1))
+			b.resize(min(grow(len(b.buf)), lim+1))
 		}
 		if err := b.fill(); err != nil {
 			return nil, err
 		}
 	}
+}
+
+// grow is the next buffer size for a line that did not fit: double up to
+// 4 KiB, then 4 KiB more each time, so a stalled partial AUTH line holds
+// at most 4 KiB beyond its own length.
+func grow(n int) int {
+	if n < 4096 {
+		return 2 * n
+	}
+	return n + 4096
 }
 
 // discardLine drops input up to and including the next LF.
