@@ -205,6 +205,7 @@ func (c *conn) serve() {
 		}
 		c.in.release()
 		c.srv.forget(c)
+		c.srv.running.Done()
 	}()
 	if c.refused != nil {
 		c.refuse()

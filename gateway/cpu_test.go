@@ -172,7 +172,7 @@ func (bc cpuCase) run(b *testing.B, conc, size int) {
 	b.ReportMetric(float64(self.Microseconds())/n, "server-µs/session")
 	b.ReportMetric(float64(rep.cpu.Microseconds())/n, "client-µs/session")
 	if sink != nil {
-		b.ReportMetric(float64((sink.cpu(b) - sink0).Microseconds())/n, "sink-µs/session")
+		b.ReportMetric(float64((sink.cpu(b)-sink0).Microseconds())/n, "sink-µs/session")
 	}
 }
 

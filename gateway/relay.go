@@ -30,7 +30,7 @@ type relay struct {
 	hostname string
 	log      *slog.Logger
 	slots    chan struct{} // one per connection open, bounded by MaxConns
-	writers  sync.Pool     // *bufio.Writer for message data
+	writers  sync.Pool     // *[]byte of dataBufSize: message data on its way upstream
 
 	mu     sync.Mutex
 	idle   []*upstreamConn // most recently used last
@@ -40,7 +40,7 @@ type relay struct {
 // An upstreamConn is one connection to the upstream MTA.
 type upstreamConn struct {
 	c         *smtp.Client
-	conn      net.Conn // what c reads and writes: TLS, if any, included
+	conn      *greetedConn // what c reads and writes: TLS, if any, included
 	idleSince time.Time
 	reused    bool // taken from the pool rather than dialled for this transaction
 	dirty     bool // a transaction was started and not completed: RSET before reuse
@@ -49,7 +49,7 @@ type upstreamConn struct {
 
 func newRelay(cfg UpstreamConfig, hostname string, log *slog.Logger) *relay {
 	r := &relay{cfg: cfg, hostname: hostname, log: log, slots: make(chan struct{}, cfg.MaxConns)}
-	r.writers.New = func() any { return bufio.NewWriterSize(nil, dataBufSize) }
+	r.writers.New = func() any { b := make([]byte, 0, dataBufSize); return &b }
 	return r
 }
 
@@ -211,7 +211,8 @@ func (r *relay) handshake(ctx context.Context, raw net.Conn, deadline time.Time)
 		greeting = "ready after STARTTLS"
 	}
 	// go-smtp reads a greeting before its EHLO: give it the one we read.
-	c := smtp.NewClient(&greetedConn{Conn: conn, greeting: "220 " + firstLine(greeting) + "\r\n"})
+	gc := &greetedConn{Conn: conn, greeting: "220 " + firstLine(greeting) + "\r\n"}
+	c := smtp.NewClient(gc)
 	c.CommandTimeout = max(time.Until(deadline), time.Millisecond)
 	if err := c.Hello(r.hostname); err != nil {
 		return nil, fmt.Errorf("hello: %w", err)
@@ -222,7 +223,7 @@ func (r *relay) handshake(ctx context.Context, raw net.Conn, deadline time.Time)
 			return nil, fmt.Errorf("upstream auth: %w", err)
 		}
 	}
-	return &upstreamConn{c: c, conn: conn}, nil
+	return &upstreamConn{c: c, conn: gc}, nil
 }
 
 func readUpstreamReply(tp *textproto.Reader, want int, step string) (string, error) {
@@ -240,11 +241,26 @@ func firstLine(s string) string {
 	return s
 }
 
-// A greetedConn replays the upstream's greeting to go-smtp's client, which
-// reads one before its first command.
+// A greetedConn is the upstream connection as go-smtp's client sees it.
+// It replays the upstream's greeting, which the client reads before its
+// first command, and it can hold back the end of a message (cork) to send
+// it in one write with the final dot go-smtp writes.
 type greetedConn struct {
 	net.Conn
 	greeting string
+	cork     []byte
+}
+
+func (g *greetedConn) Write(p []byte) (int, error) {
+	if len(g.cork) == 0 {
+		return g.Conn.Write(p)
+	}
+	b := append(g.cork, p...)
+	g.cork = nil
+	if _, err := g.Conn.Write(b); err != nil {
+		return 0, err
+	}
+	return len(p), nil
 }
 
 func (g *greetedConn) Read(p []byte) (int, error) {
@@ -274,58 +290,75 @@ func (r *relay) data(uc *upstreamConn) (*messageWriter, error) {
 	if err != nil {
 		return nil, err
 	}
-	bw := r.writers.Get().(*bufio.Writer)
-	bw.Reset(&deadlineWriter{w: uc.conn, conn: uc.conn, timeout: r.cfg.CommandTimeout})
-	return &messageWriter{r: r, dc: dc, bw: bw, bol: true}, nil
+	buf := r.writers.Get().(*[]byte)
+	return &messageWriter{r: r, uc: uc, dc: dc, buf: buf, bol: true}, nil
 }
 
 // A messageWriter dot-stuffs a message whose lines all end in CRLF (what
 // the dataReader produces) onto the upstream connection, line by line
-// rather than byte by byte. It holds back a final CRLF: go-smtp's closing
-// "\r\n.\r\n" supplies it.
+// rather than byte by byte, in writes of up to dataBufSize. It holds back
+// a final CRLF, since go-smtp's closing "\r\n.\r\n" supplies it, and it
+// leaves its last bytes for that same write.
 type messageWriter struct {
 	r       *relay
+	uc      *upstreamConn
 	dc      *smtp.DataCommand
-	bw      *bufio.Writer
+	buf     *[]byte
 	bol     bool // at the start of a line
 	pending bool // a CRLF held back
+	err     error
 }
 
 func (m *messageWriter) Write(p []byte) (int, error) {
 	total := len(p)
-	if total == 0 {
-		return 0, nil
+	if m.err != nil || total == 0 {
+		return 0, m.err
 	}
 	if m.pending {
-		m.bw.WriteString("\r\n")
+		m.put([]byte("\r\n"))
 		m.pending = false
 	}
 	if bytes.HasSuffix(p, []byte("\r\n")) {
 		p = p[:len(p)-2]
 		m.pending = true
 	}
-	for len(p) > 0 {
+	for len(p) > 0 && m.err == nil {
 		if m.bol && p[0] == '.' {
-			m.bw.WriteByte('.')
+			m.put([]byte{'.'})
 		}
 		i := bytes.IndexByte(p, '\n')
 		if i < 0 {
-			m.bw.Write(p)
+			m.put(p)
 			m.bol = false
 			break
 		}
-		m.bw.Write(p[:i+1])
+		m.put(p[:i+1])
 		p = p[i+1:]
 		m.bol = true
 	}
 	if m.pending {
 		m.bol = true
 	}
-	// bufio.Writer keeps its first error and returns it from every call.
-	if _, err := m.bw.Write(nil); err != nil {
-		return 0, err
+	if m.err != nil {
+		return 0, m.err
 	}
 	return total, nil
+}
+
+// put appends to the buffer, writing it out when full.
+func (m *messageWriter) put(p []byte) {
+	b := *m.buf
+	for len(p) > 0 && m.err == nil {
+		n := min(len(p), cap(b)-len(b))
+		b = append(b, p[:n]...)
+		p = p[n:]
+		if len(b) == cap(b) {
+			m.uc.conn.SetWriteDeadline(time.Now().Add(m.r.cfg.CommandTimeout))
+			_, m.err = m.uc.conn.Conn.Write(b)
+			b = b[:0]
+		}
+	}
+	*m.buf = b
 }
 
 // finish ends the message and returns the upstream's reply text, or the
@@ -334,10 +367,12 @@ func (m *messageWriter) Write(p []byte) (int, error) {
 // have been accepted: 451 risks a duplicate, 250 risks a loss.
 func (m *messageWriter) finish() (text string, reply error, broken bool) {
 	defer m.free()
-	if err := m.bw.Flush(); err != nil {
+	if m.err != nil {
 		return "", errUpstreamLost, true
 	}
+	m.uc.conn.cork = *m.buf // written with go-smtp's final dot
 	resp, err := m.dc.CloseWithResponse()
+	m.uc.conn.cork = nil
 	if err != nil {
 		reply, broken := replyOf(err)
 		return "", reply, broken
@@ -348,10 +383,10 @@ func (m *messageWriter) finish() (text string, reply error, broken bool) {
 // free gives the buffer back; the connection is abandoned by the caller
 // unless finish succeeded.
 func (m *messageWriter) free() {
-	if m.bw != nil {
-		m.bw.Reset(nil)
-		m.r.writers.Put(m.bw)
-		m.bw = nil
+	if m.buf != nil {
+		*m.buf = (*m.buf)[:0]
+		m.r.writers.Put(m.buf)
+		m.buf = nil
 	}
 }
 
@@ -409,17 +444,4 @@ func (uc *upstreamConn) quit() {
 	if err := uc.c.Quit(); err != nil {
 		uc.c.Close()
 	}
-}
-
-// A deadlineWriter extends the write deadline while a message is written,
-// so CommandTimeout bounds a stall rather than the whole transfer.
-type deadlineWriter struct {
-	w       io.Writer
-	conn    net.Conn
-	timeout time.Duration
-}
-
-func (d *deadlineWriter) Write(p []byte) (int, error) {
-	d.conn.SetWriteDeadline(time.Now().Add(d.timeout))
-	return d.w.Write(p)
 }

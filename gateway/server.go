@@ -34,6 +34,7 @@ type Server struct {
 	perClient map[netip.Prefix]int // open connections per client address (IPv6: per /64)
 	perIdent  map[string]int       // transactions under way per identity
 	drained   chan struct{}        // closed when closing and no connection is left
+	running   sync.WaitGroup       // connection goroutines
 }
 
 // New returns a Server for cfg, or every problem with cfg.
@@ -113,8 +114,9 @@ func (s *Server) serve(l net.Listener, implicitTLS bool) error {
 			return err
 		}
 		backoff = 0
-		c := s.newConn(nc, implicitTLS)
-		go c.serve()
+		if c := s.newConn(nc, implicitTLS); c != nil {
+			go c.serve()
+		}
 	}
 }
 
@@ -146,6 +148,12 @@ func (s *Server) newConn(nc net.Conn, implicitTLS bool) *conn {
 	}
 	c.start()
 	s.mu.Lock()
+	if s.closing.Load() {
+		s.mu.Unlock()
+		c.close()
+		return nil
+	}
+	s.running.Add(1) // under mu, so never after Close's Wait began
 	switch {
 	case len(s.conns) >= s.cfg.MaxConns:
 		c.refused = errTooManyConns
@@ -205,7 +213,7 @@ func (s *Server) endTransaction(subject string) {
 // stopAccepting marks the server closing and closes its listeners.
 func (s *Server) stopAccepting() {
 	s.mu.Lock()
-	s.closing.Store(true)
+	s.closing.Store(true) // under mu: newConn adds no connection after this
 	for l := range s.listeners {
 		l.Close()
 	}
@@ -247,17 +255,20 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		for _, c := range s.snapshot() {
 			c.close()
 		}
+		s.running.Wait() // closed connections end at once: their sessions are cancelled
 	}
 	s.relay.close()
 	return err
 }
 
-// Close closes every listener and connection at once.
+// Close closes every listener and connection at once, and returns when
+// their goroutines have ended.
 func (s *Server) Close() error {
 	s.stopAccepting()
 	for _, c := range s.snapshot() {
 		c.close()
 	}
+	s.running.Wait()
 	s.relay.close()
 	return nil
 }

@@ -81,6 +81,9 @@ func newPipeServer(tb testing.TB, cfg Config) func(parts ...[]byte) []byte {
 			tb.Fatal(err)
 		}
 		c := s.newConn(server, false)
+		if c == nil {
+			tb.Fatal("server closed")
+		}
 		done := make(chan struct{})
 		go func() { c.serve(); close(done) }()
 		var out bytes.Buffer
