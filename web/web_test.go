@@ -8,10 +8,12 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/smtpgate/smtpgate/mailaddr"
 	"github.com/smtpgate/smtpgate/oidc/devprovider"
 	"github.com/smtpgate/smtpgate/store"
 )
@@ -37,11 +39,18 @@ func newTestApp(t *testing.T, issuer string) (*app, http.Handler, func(s signIn)
 	}
 	a := &app{cfg: cfg, log: cfg.Logger, tmpl: tmpl, sessions: newCookieCodec(deriveKey(key, "smtpgate web session v1"))}
 	mk := func(s signIn) *http.Cookie {
-		v, err := a.sessions.seal(a.sessionCookie(), s, time.Now().Add(time.Hour))
-		if err != nil {
+		t.Helper()
+		w := httptest.NewRecorder()
+		if err := a.startSession(w, httptest.NewRequest("GET", "/", nil), s); err != nil {
 			t.Fatal(err)
 		}
-		return &http.Cookie{Name: a.sessionCookie(), Value: v}
+		for _, c := range w.Result().Cookies() {
+			if c.Name == a.sessionCookie() {
+				return c
+			}
+		}
+		t.Fatal("startSession set no cookie")
+		return nil
 	}
 	return a, a.routes(), mk
 }
@@ -122,13 +131,17 @@ func TestTamperedCookieRefused(t *testing.T) {
 		"garbage":     {Name: good.Name, Value: "x"},
 		// A login cookie is sealed for another name: it cannot stand in
 		// for a session.
-		"other cookie's value": {Name: good.Name, Value: mustSeal(t, a, a.loginCookie(), alice())},
+		"other cookie's value": {Name: good.Name, Value: mustSeal(t, a, a.loginCookie("STATE"), sessionRef{"x"})},
 	} {
 		if w := do(h, "GET", "/tokens", nil, c); w.Code != http.StatusSeeOther || w.Header().Get("Location") != "/" {
 			t.Errorf("%s: GET /tokens = %d %s, want a redirect to sign in", name, w.Code, w.Header().Get("Location"))
 		}
 	}
-	expired, _ := a.sessions.seal(a.sessionCookie(), alice(), time.Now().Add(-time.Second))
+	var ref sessionRef
+	if err := a.sessions.open(good.Name, good.Value, &ref, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	expired, _ := a.sessions.seal(a.sessionCookie(), ref, time.Now().Add(-time.Second))
 	if w := do(h, "GET", "/tokens", nil, &http.Cookie{Name: good.Name, Value: expired}); w.Code != http.StatusSeeOther {
 		t.Errorf("expired session: GET /tokens = %d, want a redirect", w.Code)
 	}
@@ -145,24 +158,34 @@ func mustSeal(t *testing.T, a *app, name string, v any) string {
 
 func TestCallbackState(t *testing.T) {
 	a, h, _ := newTestApp(t, "http://127.0.0.1:1")
-	pending := &http.Cookie{Name: a.loginCookie(), Value: mustSeal(t, a, a.loginCookie(), pendingLogin{State: "s1", Nonce: "n", Verifier: "v", Return: "/tokens"})}
+	pending := &http.Cookie{Name: a.loginCookie("SA"), Value: mustSeal(t, a, a.loginCookie("SA"), pendingLogin{State: "SA", Nonce: "n", Verifier: "v", Return: "/tokens"})}
+	// The login cookie of state SA, renamed to stand for state SB.
+	renamed := &http.Cookie{Name: a.loginCookie("SB"), Value: pending.Value}
 	tests := []struct {
 		name    string
 		target  string
 		cookies []*http.Cookie
 	}{
-		{"no login cookie", "/auth/callback?state=s1&code=c", nil},
-		{"forged state", "/auth/callback?state=s2&code=c", []*http.Cookie{pending}},
+		{"no login cookie", "/auth/callback?state=SA&code=c", nil},
+		{"forged state", "/auth/callback?state=SB&code=c", []*http.Cookie{pending}},
+		{"renamed cookie", "/auth/callback?state=SB&code=c", []*http.Cookie{pending, renamed}},
 		{"empty state", "/auth/callback?code=c", []*http.Cookie{pending}},
+		{"unusable state", "/auth/callback?state=s%3Bx&code=c", []*http.Cookie{pending}},
+		// An attacker's error_description is never shown, and an error
+		// counts only once the state matched.
+		{"error without state", "/auth/callback?error=access_denied&error_description=Call+0800-EVIL", []*http.Cookie{pending}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			w := do(h, "GET", tc.target, nil, tc.cookies...)
-			if w.Code != http.StatusBadRequest || !strings.Contains(w.Body.String(), "no longer valid") {
+			if w.Code != http.StatusBadRequest || !strings.Contains(w.Body.String(), "no longer valid") || strings.Contains(w.Body.String(), "EVIL") {
 				t.Errorf("GET %s = %d, want 400 with an explanation", tc.target, w.Code)
 			}
-			if sc := w.Header().Get("Set-Cookie"); !strings.Contains(sc, a.loginCookie()+"=;") {
-				t.Errorf("the login cookie was not cleared: %q", sc)
+			u, _ := url.Parse(tc.target)
+			if st := u.Query().Get("state"); validState(st) {
+				if sc := w.Header().Get("Set-Cookie"); !strings.Contains(sc, a.loginCookie(st)+"=;") {
+					t.Errorf("the login cookie was not cleared: %q", sc)
+				}
 			}
 		})
 	}
@@ -202,11 +225,11 @@ func TestNoOpenRedirect(t *testing.T) {
 		var pl pendingLogin
 		var ck *http.Cookie
 		for _, c := range w.Result().Cookies() {
-			if c.Name == a.loginCookie() {
+			if c.Name == a.loginCookie(loc.Query().Get("state")) {
 				ck = c
 			}
 		}
-		if ck == nil || a.sessions.open(a.loginCookie(), ck.Value, &pl, time.Now()) != nil {
+		if ck == nil || a.sessions.open(ck.Name, ck.Value, &pl, time.Now()) != nil {
 			t.Fatalf("return=%q: no login cookie", ret)
 		}
 		if pl.Return != "/tokens" {
@@ -232,12 +255,17 @@ func TestTokenPages(t *testing.T) {
 	if strings.Contains(body, "<script>alert") || !strings.Contains(body, "&lt;script&gt;") {
 		t.Errorf("label not escaped on the consent page")
 	}
+	form.Set("nonce", nonceOf(t, body))
 	w = do(h, "POST", "/tokens/confirm", form, c)
 	body = w.Body.String()
 	if w.Code != http.StatusOK {
 		t.Fatalf("confirm = %d:\n%s", w.Code, body)
 	}
-	list, _ := a.cfg.Store.List(context.Background(), "alice@example.com")
+	// A reload of the created page, or a replayed POST, mints nothing.
+	if w := do(h, "POST", "/tokens/confirm", form, c); w.Code != http.StatusConflict || !strings.Contains(w.Body.String(), "no token was created") {
+		t.Errorf("confirm replayed = %d, want 409 and nothing created", w.Code)
+	}
+	list, _ := a.cfg.Store.ListOwned(context.Background(), mailaddr.MustParse("alice@example.com"))
 	if len(list) != 1 || list[0].Label != label || strings.Join(list[0].Senders, ",") != "alice@example.com,team@example.com" {
 		t.Fatalf("store holds %+v", list)
 	}
@@ -262,7 +290,7 @@ func TestTokenPages(t *testing.T) {
 	if w := do(h, "POST", "/tokens/confirm", form, session(old)); w.Code != http.StatusOK || !strings.Contains(w.Body.String(), "/login?reauth=1") {
 		t.Errorf("stale sign-in: confirm = %d, want the sign-in-again page", w.Code)
 	}
-	if n, _ := a.cfg.Store.List(context.Background(), "alice@example.com"); len(n) != 1 {
+	if n, _ := a.cfg.Store.ListOwned(context.Background(), mailaddr.MustParse("alice@example.com")); len(n) != 1 {
 		t.Errorf("store holds %d tokens after refusals, want 1", len(n))
 	}
 
@@ -284,6 +312,18 @@ func TestTokenPages(t *testing.T) {
 	if w := do(h, "GET", "/tokens", nil, c); !strings.Contains(w.Body.String(), "revoked") || strings.Contains(w.Body.String(), "Revoke all tokens") {
 		t.Errorf("after revoking the only token, the list = \n%s\nwant it shown revoked and no Revoke all", w.Body.String())
 	}
+}
+
+var nonceField = regexp.MustCompile(`name="nonce" value="([^"]+)"`)
+
+// nonceOf returns the consent nonce of a consent page.
+func nonceOf(t *testing.T, body string) string {
+	t.Helper()
+	m := nonceField.FindStringSubmatch(body)
+	if m == nil {
+		t.Fatalf("no nonce on the consent page:\n%s", body)
+	}
+	return m[1]
 }
 
 func TestLoginIdPDown(t *testing.T) {

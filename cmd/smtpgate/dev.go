@@ -24,6 +24,7 @@ import (
 	"text/template"
 	"time"
 
+	"github.com/smtpgate/smtpgate/mailaddr"
 	"github.com/smtpgate/smtpgate/oidc/devprovider"
 	"github.com/smtpgate/smtpgate/outbox"
 	"github.com/smtpgate/smtpgate/store"
@@ -311,14 +312,18 @@ func startDevIdP(dir string, a devAddrs, log *slog.Logger) (*devIdP, error) {
 			Name: "Alice Example", Aliases: []string{devAlias},
 		}},
 		Clients: []devprovider.Client{
-			{ID: "smtpgate-web", Secret: strings.TrimSpace(string(secret)), RedirectURIs: []string{"http://" + a.Web + "/auth/callback"}},
+			{ID: "smtpgate-web", Secret: strings.TrimSpace(string(secret)), RedirectURIs: []string{"http://" + a.Web + "/auth/callback"},
+				PostLogoutRedirectURIs: []string{"http://" + a.Web + "/"}},
 			// Thunderbird and other native apps: any port on loopback
 			// (RFC 8252 section 7.3).
 			{ID: "thunderbird", RedirectURIs: []string{"http://localhost", "http://127.0.0.1"}, Scopes: []string{"openid", "email", "profile", "offline_access", "smtp.send"}},
 		},
 		SigningKey:    key,
 		AllowInsecure: true,
-		Logger:        log,
+		// Like a real provider: a login session that prompt=login and
+		// max_age see through, and that signing out ends.
+		SSO:    true,
+		Logger: log,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("dev: identity provider: %w", err)
@@ -351,7 +356,7 @@ func startOutbox(dir, addr string, log *slog.Logger) (*outbox.Server, error) {
 // directory (dev mode only: a real one is never stored in clear) and made
 // anew when it is gone, revoked or expired.
 func demoAppToken(ctx context.Context, cfg *Config, dir string, log *slog.Logger) (string, error) {
-	st, _, err := openStore(ctx, cfg, log)
+	st, _, err := openStore(ctx, cfg, log, storeServe)
 	if err != nil {
 		return "", err
 	}
@@ -366,7 +371,8 @@ func demoAppToken(ctx context.Context, cfg *Config, dir string, log *slog.Logger
 		}
 	}
 	tok, _, err := st.Create(ctx, store.NewToken{
-		Owner: devMailbox, Label: "smtpgate dev demo", Senders: []string{devMailbox, devAlias},
+		Owner: mailaddr.MustParse(devMailbox), Creator: "dev", Label: "smtpgate dev demo",
+		Senders:   []mailaddr.Address{mailaddr.MustParse(devMailbox), mailaddr.MustParse(devAlias)},
 		ExpiresAt: time.Now().Add(cfg.Tokens.DefaultTTL), CreatedFrom: "dev",
 	})
 	if err != nil {
