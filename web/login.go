@@ -360,4 +360,3 @@ func hasClaim(raw json.RawMessage, name string) bool {
 	_, ok := m[name]
 	return ok
 }
-
