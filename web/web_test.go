@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -355,6 +356,72 @@ func TestOutboxPages(t *testing.T) {
 	for _, bad := range []string{"/outbox/..%2f..%2fetc%2fpasswd", "/outbox/nope"} {
 		if w := do(h, "GET", bad, nil); w.Code != http.StatusNotFound {
 			t.Errorf("GET %s = %d, want 404", bad, w.Code)
+		}
+	}
+}
+
+// HSTS only with an https base URL; no directory listing under /static/.
+func TestHSTSAndStatic(t *testing.T) {
+	a, h, _ := newTestApp(t, "http://127.0.0.1:1")
+	if w := do(h, "GET", "/", nil); w.Header().Get("Strict-Transport-Security") != "" {
+		t.Error("HSTS over http")
+	}
+	a.secure = true
+	if w := do(a.routes(), "GET", "/", nil); w.Header().Get("Strict-Transport-Security") != "max-age=31536000" {
+		t.Errorf("HSTS with https = %q", w.Header().Get("Strict-Transport-Security"))
+	}
+	for _, p := range []string{"/static/", "/static//", "/static/../static/"} {
+		if w := do(h, "GET", p, nil); w.Code != http.StatusNotFound || strings.Contains(w.Body.String(), "<a href=\"style.css\">") {
+			t.Errorf("GET %s = %d, want 404 and no listing", p, w.Code)
+		}
+	}
+	if w := do(h, "GET", "/static/style.css", nil); w.Code != http.StatusOK {
+		t.Errorf("GET /static/style.css = %d", w.Code)
+	}
+}
+
+// Every POST is a small urlencoded form: a big one gets 413, a multipart
+// one 415, before any handler runs.
+func TestPostLimits(t *testing.T) {
+	a, h, session := newTestApp(t, "http://127.0.0.1:1")
+	c := session(alice())
+	big := url.Values{"label": {strings.Repeat("x", maxFormBytes)}, "days": {"90"}, "sender": {"alice@example.com"}}
+	if w := do(h, "POST", "/tokens/new", big, c); w.Code != http.StatusRequestEntityTooLarge {
+		t.Errorf("POST of %d bytes = %d, want 413", len(big.Encode()), w.Code)
+	}
+	r := httptest.NewRequest("POST", "/tokens/new", strings.NewReader("--b\r\nContent-Disposition: form-data; name=\"label\"\r\n\r\nx\r\n--b--\r\n"))
+	r.Header.Set("Content-Type", "multipart/form-data; boundary=b")
+	r.AddCookie(c)
+	w := httptest.NewRecorder()
+	h.ServeHTTP(w, r)
+	if w.Code != http.StatusUnsupportedMediaType {
+		t.Errorf("multipart POST = %d, want 415", w.Code)
+	}
+	if l, _ := a.cfg.Store.ListAll(context.Background()); len(l) != 0 {
+		t.Errorf("%d tokens", len(l))
+	}
+}
+
+// Behind a trusted proxy the client is the rightmost untrusted
+// X-Forwarded-For hop; from anyone else the header is ignored.
+func TestTrustedProxies(t *testing.T) {
+	a, _, _ := newTestApp(t, "http://127.0.0.1:1")
+	a.cfg.TrustedProxies = []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("::1/128")}
+	for _, tc := range []struct{ remote, xff, want string }{
+		{"10.1.2.3:5000", "198.51.100.7", "198.51.100.7"},
+		{"10.1.2.3:5000", "203.0.113.9, 198.51.100.7, 10.9.9.9", "198.51.100.7"}, // the client cannot pick
+		{"[::1]:5000", "2001:db8::1", "2001:db8::1"},
+		{"192.0.2.1:5000", "198.51.100.7", "192.0.2.1"}, // not a proxy: header ignored
+		{"10.1.2.3:5000", "", "10.1.2.3"},
+		{"10.1.2.3:5000", "garbage", "10.1.2.3"},
+	} {
+		r := httptest.NewRequest("GET", "/", nil)
+		r.RemoteAddr = tc.remote
+		if tc.xff != "" {
+			r.Header.Set("X-Forwarded-For", tc.xff)
+		}
+		if got := a.remoteIP(r); got != tc.want {
+			t.Errorf("remote %s, X-Forwarded-For %q: client = %s, want %s", tc.remote, tc.xff, got, tc.want)
 		}
 	}
 }
