@@ -64,6 +64,32 @@ const (
 	minKeyLen             = 32
 )
 
+// Default app token lifetimes, for the callers that choose expiries (the
+// web app and the CLI): 90 days, and at most 365.
+const (
+	DefaultTTL    = 90 * 24 * time.Hour
+	DefaultMaxTTL = 365 * 24 * time.Hour
+)
+
+// Validate reports the problems of the settings in o, joined, without
+// I/O: the prefix, the per-user limit and the flush interval. Open also
+// checks the key.
+func (o Options) Validate() error {
+	var errs []error
+	if o.Prefix != "" {
+		if err := validatePrefix(o.Prefix); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if o.MaxLivePerUser < 0 {
+		errs = append(errs, fmt.Errorf("store: MaxLivePerUser %d is negative", o.MaxLivePerUser))
+	}
+	if o.FlushInterval < 0 {
+		errs = append(errs, fmt.Errorf("store: FlushInterval %v is negative", o.FlushInterval))
+	}
+	return errors.Join(errs...)
+}
+
 // A Store holds app tokens. Create one with Open.
 type Store struct {
 	d        dialect

@@ -133,19 +133,47 @@ func New(cfg Config) (http.Handler, error) {
 	return a.routes(), nil
 }
 
-func (c *Config) setDefaults() error {
+// Defaults for zero Config fields.
+const (
+	DefaultSessionTTL = time.Hour
+	DefaultReauthAge  = 10 * time.Minute
+)
+
+// Validate reports every problem of the settings in c, joined, without
+// I/O: what a configuration file can get wrong. Store and Key are
+// checked by New.
+func (c Config) Validate() error {
 	var errs []error
 	u, err := url.Parse(c.BaseURL)
 	if c.BaseURL == "" || err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
 		errs = append(errs, fmt.Errorf("web: base_url %q must be an absolute http(s) URL", c.BaseURL))
+	} else if u.RawQuery != "" || u.Fragment != "" {
+		errs = append(errs, fmt.Errorf("web: base_url %q must have no query or fragment", c.BaseURL))
 	}
-	c.BaseURL = strings.TrimSuffix(c.BaseURL, "/")
 	if c.Issuer == "" {
 		errs = append(errs, errors.New("web: issuer is required"))
 	}
 	if c.ClientID == "" {
 		errs = append(errs, errors.New("web: client_id is required"))
 	}
+	if c.SessionTTL < 0 || c.ReauthAge < 0 || c.TokenDefaultTTL < 0 || c.TokenMaxTTL < 0 {
+		errs = append(errs, errors.New("web: lifetimes must not be negative"))
+	}
+	if c.ReauthAge > 0 && c.ReauthAge < time.Second {
+		errs = append(errs, fmt.Errorf("web: reauth_age %v: at least 1s (max_age is in seconds)", c.ReauthAge))
+	}
+	if c.TokenDefaultTTL != 0 && c.TokenMaxTTL != 0 && c.TokenDefaultTTL > c.TokenMaxTTL {
+		errs = append(errs, errors.New("web: the default token lifetime exceeds the maximum"))
+	}
+	if strings.ContainsAny(c.RequiredACR, " \t\r\n") {
+		errs = append(errs, fmt.Errorf("web: required_acr %q must be one value without spaces", c.RequiredACR))
+	}
+	return errors.Join(errs...)
+}
+
+func (c *Config) setDefaults() error {
+	errs := []error{c.Validate()}
+	c.BaseURL = strings.TrimSuffix(c.BaseURL, "/")
 	if c.Store == nil {
 		errs = append(errs, errors.New("web: a store is required"))
 	}
@@ -159,22 +187,19 @@ func (c *Config) setDefaults() error {
 		c.IdentityClaim = "email"
 	}
 	if c.SessionTTL == 0 {
-		c.SessionTTL = time.Hour
+		c.SessionTTL = DefaultSessionTTL
 	}
 	if c.ReauthAge == 0 {
-		c.ReauthAge = 10 * time.Minute
+		c.ReauthAge = DefaultReauthAge
 	}
 	if c.TokenDefaultTTL == 0 {
-		c.TokenDefaultTTL = 90 * 24 * time.Hour
+		c.TokenDefaultTTL = store.DefaultTTL
 	}
 	if c.TokenMaxTTL == 0 {
-		c.TokenMaxTTL = 365 * 24 * time.Hour
+		c.TokenMaxTTL = store.DefaultMaxTTL
 	}
 	if c.TokenDefaultTTL > c.TokenMaxTTL {
 		errs = append(errs, errors.New("web: the default token lifetime exceeds the maximum"))
-	}
-	if c.SessionTTL < 0 || c.ReauthAge < 0 || c.TokenDefaultTTL < 0 || c.TokenMaxTTL < 0 {
-		errs = append(errs, errors.New("web: lifetimes must not be negative"))
 	}
 	if c.HTTPClient == nil {
 		c.HTTPClient = &http.Client{Timeout: DefaultProviderTimeout}

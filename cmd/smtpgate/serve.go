@@ -10,7 +10,6 @@ import (
 	"net"
 	"net/http"
 	"strconv"
-	"time"
 
 	"golang.org/x/sync/errgroup"
 
@@ -81,15 +80,13 @@ func serve(ctx context.Context, cfg *Config, stderr io.Writer, ready func()) err
 	}
 	var httpSrv *http.Server
 	if cfg.Web.Listen != "" {
-		h, err := web.New(webConfig(cfg, st, key, log))
+		wc := cfg.webSettings()
+		wc.Store, wc.Key, wc.Logger = st, key, log
+		h, err := web.New(wc)
 		if err != nil {
 			return err
 		}
-		httpSrv = &http.Server{
-			Handler:           h,
-			ReadHeaderTimeout: 10 * time.Second,
-			ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
-		}
+		httpSrv = web.NewServer(h, web.ServerLimits{}, log)
 		if err := listen("web", cfg.Web.Listen, func(l net.Listener) error {
 			if err := httpSrv.Serve(l); !errors.Is(err, http.ErrServerClosed) {
 				return err
@@ -178,27 +175,28 @@ func openStore(ctx context.Context, cfg *Config, log *slog.Logger, mode storeMod
 	return st, key, nil
 }
 
-func webConfig(cfg *Config, st *store.Store, key []byte, log *slog.Logger) web.Config {
-	is := cfg.webIssuer()
+// webSettings is the web app's config from the file, without the
+// runtime parts (store, key, logger) that serve adds.
+func (c *Config) webSettings() web.Config {
 	wc := web.Config{
-		BaseURL:         cfg.Web.BaseURL,
-		Issuer:          is.Issuer,
-		ClientID:        cfg.Web.ClientID,
-		ClientSecret:    cfg.clientSecret,
-		IdentityClaim:   is.IdentityClaim,
-		AliasesClaim:    is.AliasesClaim,
-		Store:           st,
-		Key:             key,
-		SessionTTL:      cfg.Web.SessionTTL,
-		ReauthAge:       cfg.Web.ReauthAge,
-		TokenDefaultTTL: cfg.Tokens.DefaultTTL,
-		TokenMaxTTL:     cfg.Tokens.MaxTTL,
-		SMTPHost:        cfg.SMTP.Hostname,
-		OutboxDir:       cfg.Web.OutboxDir,
-		Logger:          log,
+		BaseURL:         c.Web.BaseURL,
+		Issuer:          c.Web.Issuer,
+		ClientID:        c.Web.ClientID,
+		ClientSecret:    c.clientSecret,
+		SessionTTL:      c.Web.SessionTTL,
+		ReauthAge:       c.Web.ReauthAge,
+		RequiredACR:     c.Web.RequiredACR,
+		TrustedProxies:  c.proxies,
+		TokenDefaultTTL: c.Tokens.DefaultTTL,
+		TokenMaxTTL:     c.Tokens.MaxTTL,
+		SMTPHost:        c.SMTP.Hostname,
+		OutboxDir:       c.outboxDir,
 	}
-	wc.SubmissionPort = port(*cfg.SMTP.Submission)
-	wc.SubmissionsPort = port(*cfg.SMTP.Submissions)
+	if is := c.webIssuer(); is != nil {
+		wc.IdentityClaim, wc.AliasesClaim = is.IdentityClaim, is.AliasesClaim
+	}
+	wc.SubmissionPort = port(*c.SMTP.Submission)
+	wc.SubmissionsPort = port(*c.SMTP.Submissions)
 	return wc
 }
 
