@@ -471,3 +471,51 @@ func TestServerLimits(t *testing.T) {
 		t.Errorf("defaults not applied: %+v", srv)
 	}
 }
+
+// TestAuthTimeRequired: an ID token without auth_time says nothing about
+// when the person signed in, so it is refused.
+func TestAuthTimeRequired(t *testing.T) {
+	t.Parallel()
+	e := newFlowEnv(t, func(c *devprovider.Config) { c.OmitAuthTime = true }, nil)
+	b := e.newTab(t)
+	if _, code, body := b.signIn(e, "/login"); code != http.StatusBadGateway || !strings.Contains(body, "did not say when you signed in") {
+		t.Errorf("sign-in without auth_time = %d:\n%s", code, body)
+	}
+	if _, _, body := b.get(e.web + "/tokens"); strings.Contains(body, "Signed in as") {
+		t.Error("signed in without auth_time")
+	}
+}
+
+// TestDiscoveryHangs: a provider whose discovery never answers costs each
+// /login the client timeout, at the same time, not one after the other
+// under a lock, and the app answers 503.
+func TestDiscoveryHangs(t *testing.T) {
+	t.Parallel()
+	release := make(chan struct{})
+	idp := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-release:
+		case <-time.After(10 * time.Second):
+		}
+	}))
+	t.Cleanup(idp.Close)
+	t.Cleanup(func() { close(release) }) // runs before idp.Close
+	a, _, _ := newTestApp(t, idp.URL)
+	a.cfg.HTTPClient = &http.Client{Timeout: time.Second}
+	h := a.routes()
+	start := time.Now()
+	var wg sync.WaitGroup
+	for range 3 {
+		wg.Go(func() {
+			if w := do(h, "GET", "/login", nil); w.Code != http.StatusServiceUnavailable {
+				t.Errorf("GET /login with discovery hanging = %d, want 503", w.Code)
+			}
+		})
+	}
+	wg.Wait()
+	d := time.Since(start)
+	t.Logf("3 concurrent /login with a hung discovery answered after %v (client timeout 1s)", d)
+	if d > 2500*time.Millisecond {
+		t.Errorf("3 concurrent /login took %v, want about one 1s timeout", d)
+	}
+}

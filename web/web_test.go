@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
+	"log/slog"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -244,6 +245,8 @@ func TestNoOpenRedirect(t *testing.T) {
 
 func TestTokenPages(t *testing.T) {
 	a, h, session := newTestApp(t, "http://127.0.0.1:1")
+	var audit strings.Builder
+	a.log = slog.New(slog.NewJSONHandler(&audit, nil))
 	c := session(alice())
 	label := `<script>alert("x")</script> iPhone`
 	form := url.Values{"label": {label}, "days": {"90"}, "sender": {"alice@example.com", "TEAM@example.com"}}
@@ -272,6 +275,14 @@ func TestTokenPages(t *testing.T) {
 	}
 	if !strings.Contains(body, `value="smtpgate_`) || !strings.Contains(body, "shown only this once") {
 		t.Errorf("created page does not show the token:\n%s", body)
+	}
+	// One audit line: who, what, which token; never the secret.
+	secret := regexp.MustCompile(`smtpgate_[0-9A-Za-z]{50}`).FindString(body)
+	if !strings.Contains(audit.String(), `"msg":"audit: token created","by":"iss#alice","via":"web","id":"`+list[0].ID+`"`) || secret == "" || strings.Contains(audit.String(), secret) {
+		t.Errorf("audit log = %s", audit.String())
+	}
+	if list[0].Creator != "iss#alice" {
+		t.Errorf("creator = %q, want iss#alice", list[0].Creator)
 	}
 
 	// Refusals.
@@ -307,8 +318,11 @@ func TestTokenPages(t *testing.T) {
 	if w := do(h, "POST", "/tokens/"+list[0].ID+"/revoke", nil, c); w.Code != http.StatusSeeOther {
 		t.Errorf("revoke = %d, want 303", w.Code)
 	}
-	if tok, _ := a.cfg.Store.Get(context.Background(), list[0].ID); tok.RevokedAt.IsZero() {
-		t.Error("token not revoked")
+	if tok, _ := a.cfg.Store.Get(context.Background(), list[0].ID); tok.RevokedAt.IsZero() || tok.RevokedBy != "owner:iss#alice" {
+		t.Errorf("token revoked at %v by %q, want revoked by owner:iss#alice", tok.RevokedAt, tok.RevokedBy)
+	}
+	if !strings.Contains(audit.String(), `"msg":"audit: token revoked","by":"iss#alice","via":"web","id":"`+list[0].ID+`"`) {
+		t.Errorf("no audit line for the revocation: %s", audit.String())
 	}
 	if w := do(h, "GET", "/tokens", nil, c); !strings.Contains(w.Body.String(), "revoked") || strings.Contains(w.Body.String(), "Revoke all tokens") {
 		t.Errorf("after revoking the only token, the list = \n%s\nwant it shown revoked and no Revoke all", w.Body.String())

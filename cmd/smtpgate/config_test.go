@@ -298,8 +298,21 @@ tokens: {key_file: data/token.key}
 	if out, _, err := token("list"); err != nil || !strings.Contains(out, "alice@example.com") {
 		t.Errorf("token list = %q, %v", out, err)
 	}
-	if out, _, err := token("revoke", "-user", "alice@example.com", "-all"); err != nil || out != "revoked 1 live token(s) of alice@example.com\n" {
+	out, info, err := token("revoke", "-user", "alice@example.com", "-all")
+	if err != nil || out != "revoked 1 live token(s) of alice@example.com\n" {
 		t.Errorf("revoke -all = %q, %v", out, err)
+	}
+	if !strings.Contains(info, `msg="audit: all tokens revoked" by=cli:`) || !strings.Contains(info, "count=1") {
+		t.Errorf("revoke -all logged %q, want an audit line", info)
+	}
+	ro, err := store.Open(t.Context(), "sqlite", filepath.Join(dir, "data", "smtpgate.db"), store.Options{Key: mustReadKey(t, filepath.Join(dir, "data", "token.key")), ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, _ := ro.ListAll(t.Context())
+	ro.Close()
+	if len(l) != 1 || !strings.HasPrefix(l[0].RevokedBy, "admin:cli:") || !strings.HasPrefix(l[0].Creator, "cli:") {
+		t.Errorf("stored token = %+v, want created by cli:… and revoked by admin:cli:…", l)
 	}
 	// Nothing left to revoke, or a mistyped user: an error, not "revoked 0".
 	for _, u := range []string{"alice@example.com", "alice@exmaple.com"} {
@@ -366,4 +379,13 @@ log: {level: error}
 	if _, err := os.Stat(keyFile); !os.IsNotExist(err) {
 		t.Error("serve wrote a new key for a database with tokens")
 	}
+}
+
+func mustReadKey(t *testing.T, path string) []byte {
+	t.Helper()
+	k, err := store.ReadKey(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
 }

@@ -93,6 +93,9 @@ type Config struct {
 	IgnoreReauth bool
 	// ACR is the "acr" claim of ID tokens; default none.
 	ACR string
+	// OmitAuthTime leaves auth_time out of ID tokens, as some providers
+	// do unless asked: for testing that clients require it.
+	OmitAuthTime bool
 	// Logger receives the provider's own log lines; default: discards.
 	// The zitadel library logs through slog's default logger.
 	Logger *slog.Logger

@@ -72,7 +72,8 @@ func (p *Provider) serveLogin(w http.ResponseWriter, r *http.Request) {
 		p.log.Info("devprovider: login", "user", username, "auth_request", id)
 		if p.sso {
 			if a, err := p.st.AuthRequestByID(r.Context(), id); err == nil {
-				v := p.st.newSSOSession(a.GetSubject(), a.GetAuthTime())
+				ar, _ := a.(*authRequest)
+				v := p.st.newSSOSession(ar.subject, ar.authTime)
 				http.SetCookie(w, &http.Cookie{Name: ssoCookie, Value: v, Path: "/", HttpOnly: true, SameSite: http.SameSiteLaxMode})
 			}
 		}

@@ -49,6 +49,7 @@ type storage struct {
 	authRequests  map[string]*authRequest
 	ssoSessions   map[string]ssoSession // cookie value → login session
 	acr           string
+	omitAuthTime  bool
 	codes         map[string]string // code → auth request ID
 	accessTokens  map[string]*accessToken
 	refreshTokens map[string]*refreshToken
@@ -80,6 +81,8 @@ type authRequest struct {
 
 	prompt []string
 	maxAge *uint // seconds; nil when not asked
+
+	omitAuthTime bool // Config.OmitAuthTime
 
 	// Set by the login form.
 	done     bool
@@ -123,8 +126,13 @@ func (a *authRequest) GetAMR() []string {
 
 // GetAudience is the ID token audience. Access tokens get Config.Audience
 // instead: see server.tokenResponse.
-func (a *authRequest) GetAudience() []string                 { return []string{a.clientID} }
-func (a *authRequest) GetAuthTime() time.Time                { return a.authTime }
+func (a *authRequest) GetAudience() []string { return []string{a.clientID} }
+func (a *authRequest) GetAuthTime() time.Time {
+	if a.omitAuthTime {
+		return time.Time{} // zitadel leaves a zero auth_time out
+	}
+	return a.authTime
+}
 func (a *authRequest) GetClientID() string                   { return a.clientID }
 func (a *authRequest) GetCodeChallenge() *oidc.CodeChallenge { return a.challenge }
 func (a *authRequest) GetNonce() string                      { return a.nonce }
@@ -202,6 +210,7 @@ func newStorage(cfg Config, key *signingKey, loginURL func(string) string) *stor
 		authRequests:  make(map[string]*authRequest),
 		ssoSessions:   make(map[string]ssoSession),
 		acr:           cfg.ACR,
+		omitAuthTime:  cfg.OmitAuthTime,
 		codes:         make(map[string]string),
 		accessTokens:  make(map[string]*accessToken),
 		refreshTokens: make(map[string]*refreshToken),
@@ -264,6 +273,7 @@ func (s *storage) CreateAuthRequest(_ context.Context, req *oidc.AuthRequest, us
 		responseMode: req.ResponseMode,
 		loginHint:    req.LoginHint,
 		prompt:       slices.Clone(req.Prompt),
+		omitAuthTime: s.omitAuthTime,
 	}
 	if req.MaxAge != nil {
 		m := *req.MaxAge
