@@ -3,10 +3,10 @@ package web
 import (
 	"context"
 	"crypto/rand"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
-	"log/slog"
 	"net/url"
 	"os"
 	"path/filepath"
