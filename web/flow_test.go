@@ -427,9 +427,12 @@ func TestHungProvider(t *testing.T) {
 func TestServerLimits(t *testing.T) {
 	t.Parallel()
 	srv := NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		io.Copy(io.Discard, r.Body)
+		if _, err := io.Copy(io.Discard, r.Body); err != nil {
+			http.Error(w, "too big", http.StatusRequestEntityTooLarge)
+			return
+		}
 		w.Write([]byte("ok"))
-	}), ServerLimits{ReadTimeout: 500 * time.Millisecond, IdleTimeout: 300 * time.Millisecond, ReadHeaderTimeout: 200 * time.Millisecond}, nil)
+	}), ServerLimits{ReadTimeout: 500 * time.Millisecond, IdleTimeout: 300 * time.Millisecond, ReadHeaderTimeout: 200 * time.Millisecond, MaxBodyBytes: 1000}, nil)
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -465,6 +468,16 @@ func TestServerLimits(t *testing.T) {
 		t.Logf("%s: closed after %v (limit %v)", tc.name, d, tc.limit)
 		if d > tc.limit+time.Second {
 			t.Errorf("%s: connection held %v, limit %v", tc.name, d, tc.limit)
+		}
+	}
+	for n, want := range map[int]int{1000: http.StatusOK, 1001: http.StatusRequestEntityTooLarge} {
+		resp, err := http.Post("http://"+l.Addr().String(), "text/plain", strings.NewReader(strings.Repeat("x", n)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != want {
+			t.Errorf("POST of %d bytes (limit 1000) = %d, want %d", n, resp.StatusCode, want)
 		}
 	}
 	if srv.MaxHeaderBytes != DefaultMaxHeaderBytes || srv.WriteTimeout != DefaultWriteTimeout {

@@ -14,6 +14,7 @@ type ServerLimits struct {
 	WriteTimeout      time.Duration // from the end of the headers to the end of the response; default 60s
 	IdleTimeout       time.Duration // a keep-alive connection between requests; default 60s
 	MaxHeaderBytes    int           // default 64 KiB
+	MaxBodyBytes      int64         // every request body is read through MaxBytesReader; default 1 MiB
 }
 
 // Defaults of ServerLimits.
@@ -23,12 +24,14 @@ const (
 	DefaultWriteTimeout      = 60 * time.Second
 	DefaultIdleTimeout       = 60 * time.Second
 	DefaultMaxHeaderBytes    = 64 << 10
+	DefaultMaxBodyBytes      = 1 << 20
 )
 
 // NewServer is the one constructor of every HTTP server smtpgate runs
 // (the web app, the development provider): without its timeouts, idle
 // keep-alive connections and requests whose body never comes would be
-// held open for ever.
+// held open for ever, and a body without end read for ever. The web app
+// caps its forms lower still (64 KiB, see limitPosts).
 func NewServer(h http.Handler, lim ServerLimits, log *slog.Logger) *http.Server {
 	if lim.ReadHeaderTimeout == 0 {
 		lim.ReadHeaderTimeout = DefaultReadHeaderTimeout
@@ -45,11 +48,14 @@ func NewServer(h http.Handler, lim ServerLimits, log *slog.Logger) *http.Server 
 	if lim.MaxHeaderBytes == 0 {
 		lim.MaxHeaderBytes = DefaultMaxHeaderBytes
 	}
+	if lim.MaxBodyBytes == 0 {
+		lim.MaxBodyBytes = DefaultMaxBodyBytes
+	}
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
 	return &http.Server{
-		Handler:           h,
+		Handler:           http.MaxBytesHandler(h, lim.MaxBodyBytes),
 		ReadHeaderTimeout: lim.ReadHeaderTimeout,
 		ReadTimeout:       lim.ReadTimeout,
 		WriteTimeout:      lim.WriteTimeout,
