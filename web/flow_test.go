@@ -532,3 +532,20 @@ func TestDiscoveryHangs(t *testing.T) {
 		t.Errorf("3 concurrent /login took %v, want about one 1s timeout", d)
 	}
 }
+
+// TestOddIdentitiesRefused: a provider account whose email is blank, or
+// spelt with the Kelvin sign (which Unicode folds to k), cannot sign in:
+// it would otherwise be "nobody" (the administrator, once) or kevin.
+func TestOddIdentitiesRefused(t *testing.T) {
+	t.Parallel()
+	for _, email := range []string{" ", "\u212Aevin@example.com"} {
+		e := newFlowEnv(t, func(c *devprovider.Config) { c.Users[0].Email = email }, nil)
+		b := e.newTab(t)
+		if _, code, body := b.signIn(e, "/login"); code != http.StatusForbidden || !strings.Contains(body, "no verified email address") {
+			t.Errorf("email %q: sign-in = %d, want 403", email, code)
+		}
+		if n, _ := e.st.DeleteSessionsOf(context.Background(), e.idp+"#u-alice"); n != 0 {
+			t.Errorf("email %q: %d sessions were created", email, n)
+		}
+	}
+}

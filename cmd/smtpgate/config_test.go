@@ -298,6 +298,14 @@ tokens: {key_file: data/token.key}
 	if out, _, err := token("list"); err != nil || !strings.Contains(out, "alice@example.com") {
 		t.Errorf("token list = %q, %v", out, err)
 	}
+	// revoke -user names whose token it must be.
+	id := regexp.MustCompile(`created token (\w+) `).FindStringSubmatch(info)
+	if id == nil {
+		t.Fatalf("no token id in %q", info)
+	}
+	if _, _, err := token("revoke", "-user", "bob@example.com", id[1]); err == nil || !strings.Contains(err.Error(), "not a token of bob@example.com") {
+		t.Errorf("revoke -user bob of alice's token = %v, want refused", err)
+	}
 	out, info, err := token("revoke", "-user", "alice@example.com", "-all")
 	if err != nil || out != "revoked 1 live token(s) of alice@example.com\n" {
 		t.Errorf("revoke -all = %q, %v", out, err)

@@ -166,16 +166,19 @@ func tokenCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			}
 			fmt.Fprintf(stdout, "revoked %d live token(s) of %s\n", n, owner)
 		case !*all && fs.NArg() == 1:
-			var err error
-			if owner.IsZero() {
+			// Always an administrator's act; with -user, only if the
+			// token is that person's.
+			t, err := st.Get(ctx, fs.Arg(0))
+			if err == nil && !owner.IsZero() && t.Owner != owner.String() {
+				err = fmt.Errorf("%w: %s is not a token of %s", store.ErrNotFound, fs.Arg(0), owner)
+			}
+			if err == nil {
 				err = st.RevokeAsAdmin(ctx, fs.Arg(0), admin)
-			} else {
-				err = st.RevokeOwned(ctx, owner, fs.Arg(0), admin)
 			}
 			if err != nil {
 				return fmt.Errorf("token revoke: %w", err)
 			}
-			log.Info("audit: token revoked", "by", admin, "via", "cli", "id", fs.Arg(0))
+			log.Info("audit: token revoked", "by", admin, "via", "cli", "id", t.ID, "owner", t.Owner)
 			fmt.Fprintf(stdout, "revoked %s\n", fs.Arg(0))
 		default:
 			return errors.New("token revoke: give one token ID, or -user ADDR -all")
