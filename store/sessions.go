@@ -165,9 +165,22 @@ func (s *Store) deleteSessionsWhere(ctx context.Context, cond, arg string) (int,
 // ttl: the consent page carries it, and UseNonce accepts it once.
 func (s *Store) IssueNonce(ctx context.Context, sessionID string, ttl time.Duration) (string, error) {
 	nonce := rand.Text()
-	_, err := s.wdb.ExecContext(ctx, s.d.rebind(`INSERT INTO consent_nonces (nonce_hash, session_hash, expires_at) VALUES (?, ?, ?)`),
-		idHash(nonce), idHash(sessionID), s.now().Add(ttl).UnixMicro())
+	now := s.now()
+	tx, err := s.wdb.BeginTx(ctx, nil)
 	if err != nil {
+		return "", fmt.Errorf("issue nonce: %w", err)
+	}
+	defer tx.Rollback()
+	// Expired nonces go first, so reloading consent pages cannot grow
+	// the table beyond what ttl allows.
+	if _, err := tx.ExecContext(ctx, s.d.rebind(`DELETE FROM consent_nonces WHERE expires_at <= ?`), toMicro(now)); err != nil {
+		return "", fmt.Errorf("issue nonce: sweep: %w", err)
+	}
+	if _, err := tx.ExecContext(ctx, s.d.rebind(`INSERT INTO consent_nonces (nonce_hash, session_hash, expires_at) VALUES (?, ?, ?)`),
+		idHash(nonce), idHash(sessionID), now.Add(ttl).UnixMicro()); err != nil {
+		return "", fmt.Errorf("issue nonce: %w", err)
+	}
+	if err := tx.Commit(); err != nil {
 		return "", fmt.Errorf("issue nonce: %w", err)
 	}
 	return nonce, nil
