@@ -7,6 +7,11 @@
 // send mail. The database is SQLite (modernc.org/sqlite, no cgo); the SQL is
 // kept portable so that PostgreSQL can be added as a second driver.
 //
+// The store also keeps the web app's sign-in sessions and consent nonces
+// (sessions.go), so that signing out holds on every node, and records the
+// fingerprint of the token key, so that a database is never used with
+// another key by mistake (keycheck.go).
+//
 // A Store is safe for concurrent use, and several processes may open the
 // same SQLite file: the gateway, and the admin CLI beside it.
 package store

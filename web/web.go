@@ -3,6 +3,14 @@
 // confirms on a consent page, and gets app-specific tokens to use as the
 // SMTP password in mail clients that cannot do OAuth. Pages work without
 // JavaScript; templates and static files are embedded.
+//
+// Sessions are records in the store; the cookie holds only a sealed
+// random ID, so signing out (or "sign out everywhere") makes a copied
+// cookie worthless. The sign-in time is the ID token's auth_time (OpenID
+// Connect Core 1.0 section 2), and creating a token needs it recent:
+// older sign-ins go back to the provider with max_age and prompt=login
+// (section 3.1.2.1), and sign-out goes to its end_session_endpoint
+// (OpenID Connect RP-Initiated Logout 1.0).
 package web
 
 import (
