@@ -223,8 +223,8 @@ func (a *app) confirmToken(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	senders := make([]mailaddr.Address, len(f.Senders))
-	for i, a := range f.Senders {
-		senders[i] = mailaddr.MustParse(a) // from the session, parsed at sign-in
+	for i, addr := range f.Senders {
+		senders[i] = mailaddr.MustParse(addr) // from the session, parsed at sign-in
 	}
 	secret, t, err := a.cfg.Store.Create(r.Context(), store.NewToken{
 		Owner:       s.Mailbox(),
