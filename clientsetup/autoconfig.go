@@ -15,21 +15,21 @@ import (
 type Autoconfig struct {
 	// Domains are the mail domains answered; any other gets 404. Empty:
 	// autoconfig is off.
-	Domains []string `yaml:"domains"`
+	Domains []string `yaml:"domains,omitempty"`
 	// Incoming is the IMAP or POP3 server, if any.
-	Incoming *Incoming `yaml:"incoming"`
+	Incoming *Incoming `yaml:"incoming,omitempty"`
 }
 
 // Incoming is the incoming mail server an autoconfig document names.
 type Incoming struct {
-	Type       string `yaml:"type"`        // imap | pop3
-	Hostname   string `yaml:"hostname"`    // required
-	Port       int    `yaml:"port"`        // default 993 for imap, 995 for pop3
-	SocketType string `yaml:"socket_type"` // SSL | STARTTLS | plain; default SSL
+	Type       string `yaml:"type,omitempty"`        // imap | pop3
+	Hostname   string `yaml:"hostname,omitempty"`    // required
+	Port       int    `yaml:"port,omitempty"`        // default 993 for imap, 995 for pop3
+	SocketType string `yaml:"socket_type,omitempty"` // SSL | STARTTLS | plain; default SSL
 	// Authentication is what the incoming server accepts, in Thunderbird's
 	// words, best first. Default [password-cleartext]. With OAuth2 the
 	// add-on lists the incoming host too, so the same sign-in serves it.
-	Authentication []string `yaml:"authentication"`
+	Authentication []string `yaml:"authentication,omitempty"`
 }
 
 // authMethods are the <authentication> values of the autoconfig format.

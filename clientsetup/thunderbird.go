@@ -19,20 +19,20 @@ import (
 type Thunderbird struct {
 	// ClientID is the public client registered at the provider for
 	// Thunderbird. Empty: no add-on is offered.
-	ClientID string `yaml:"client_id"`
+	ClientID string `yaml:"client_id,omitempty"`
 	// Scopes Thunderbird requests. Default openid, email, offline_access.
-	Scopes []string `yaml:"scopes"`
+	Scopes []string `yaml:"scopes,omitempty"`
 	// ProviderName is the add-on's oauth_provider.issuer: the name under
 	// which Thunderbird keeps refresh tokens (oauth://<name>). Default the
 	// provider's host name. Changing it signs every user out.
-	ProviderName string `yaml:"provider_name"`
+	ProviderName string `yaml:"provider_name,omitempty"`
 	// UseExternalBrowser signs in in the system browser instead of a
 	// Thunderbird window; it needs Thunderbird 153.
-	UseExternalBrowser bool `yaml:"use_external_browser"`
+	UseExternalBrowser bool `yaml:"use_external_browser,omitempty"`
 	// AddonVersion is the add-on's version, default "1.0". Thunderbird
 	// replaces an installed add-on only with a higher version: raise it
 	// when the settings above change.
-	AddonVersion string `yaml:"addon_version"`
+	AddonVersion string `yaml:"addon_version,omitempty"`
 }
 
 // addonVersionRE is a WebExtension version: up to four numbers.

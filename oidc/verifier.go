@@ -13,6 +13,8 @@ import (
 
 	coreoidc "github.com/coreos/go-oidc/v3/oidc"
 	jose "github.com/go-jose/go-jose/v4"
+
+	"github.com/smtpgate/smtpgate/mailaddr"
 )
 
 // Identity is who a verified token speaks for.
@@ -354,13 +356,20 @@ func mailbox(c claims, identityClaim, aliasesClaim string) (string, []string, *E
 	if identityClaim == "" {
 		identityClaim = "email"
 	}
-	addr, _, err := c.str(identityClaim)
-	if err != nil || addr == "" {
+	raw, _, err := c.str(identityClaim)
+	if err != nil || raw == "" {
 		return "", nil, invalidToken("missing "+identityClaim+" claim", err)
 	}
 	if identityClaim == "email" && c.isFalse("email_verified") {
 		return "", nil, invalidToken("email not verified", nil)
 	}
+	// One address type for every package: a blank, non-ASCII or
+	// Kelvin-sign mailbox is refused, never folded into someone else's.
+	box, perr := mailaddr.Parse(raw)
+	if perr != nil {
+		return "", nil, invalidToken(identityClaim+" claim is not a usable mail address", perr)
+	}
+	addr := box.String()
 	addrs := []string{addr}
 	if aliasesClaim != "" {
 		aliases, err := c.list(aliasesClaim)
@@ -368,8 +377,11 @@ func mailbox(c claims, identityClaim, aliasesClaim string) (string, []string, *E
 			return "", nil, invalidToken("malformed "+aliasesClaim+" claim", err)
 		}
 		for _, a := range aliases {
-			if a != "" && !slices.ContainsFunc(addrs, func(b string) bool { return strings.EqualFold(a, b) }) {
-				addrs = append(addrs, a)
+			// An alias that is not a usable address is left out: it
+			// cannot be matched safely, and the mailbox still works.
+			pa, err := mailaddr.Parse(a)
+			if err == nil && !slices.Contains(addrs, pa.String()) {
+				addrs = append(addrs, pa.String())
 			}
 		}
 	}

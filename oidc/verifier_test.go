@@ -71,6 +71,10 @@ func TestVerify(t *testing.T) {
 		{name: "expired within leeway", token: at(func(now time.Time) map[string]any { return map[string]any{"exp": now.Add(-30 * time.Second)} })},
 		{name: "expired exactly at end of leeway", token: at(func(now time.Time) map[string]any { return map[string]any{"exp": now.Add(-60 * time.Second)} }), code: oidc.CodeInvalidToken, reason: "token expired"},
 		{name: "no exp", token: tok(map[string]any{"exp": nil}), code: oidc.CodeInvalidToken, reason: "missing expiry"},
+		// One address type everywhere: a blank mailbox must not become
+		// "nobody" (the admin) and the Kelvin sign must not fold into k.
+		{name: "blank email", token: tok(map[string]any{"email": " "}), code: oidc.CodeInvalidToken, reason: "email claim is not a usable mail address"},
+		{name: "Kelvin-sign email", token: tok(map[string]any{"email": "\u212Aevin@example.com"}), code: oidc.CodeInvalidToken, reason: "email claim is not a usable mail address"},
 		{name: "exp not a number", token: tok(map[string]any{"exp": "tomorrow"}), code: oidc.CodeInvalidToken},
 		{name: "exp out of range", token: tok(map[string]any{"exp": 1e300}), code: oidc.CodeInvalidToken},
 		{name: "nbf in the future", token: at(func(now time.Time) map[string]any { return map[string]any{"nbf": now.Add(2 * time.Minute)} }), code: oidc.CodeInvalidToken, reason: "token not yet valid"},
@@ -172,7 +176,7 @@ func TestVerify(t *testing.T) {
 			name:  "email_verified false with another identity claim",
 			cfg:   func(ic *oidc.IssuerConfig) { ic.IdentityClaim = "upn" },
 			token: tok(map[string]any{"email_verified": false, "upn": "Alice@Example.com"}),
-			want:  &oidc.Identity{Subject: "alice", Address: "Alice@Example.com", Addresses: []string{"Alice@Example.com"}},
+			want:  &oidc.Identity{Subject: "alice", Address: "alice@example.com", Addresses: []string{"alice@example.com"}},
 		},
 		{
 			name:  "aliases array",

@@ -11,37 +11,11 @@ import (
 	"runtime"
 )
 
-// LoadKey reads the HMAC key for Options.Key from the file at path, used as
-// raw bytes. If the file does not exist, LoadKey creates it with 32 random
-// bytes and mode 0600, and its directory with mode 0700 if missing. It
-// refuses a key shorter than 32 bytes and, except on Windows, a file that
-// grants any permission to group or others.
-func LoadKey(path string) ([]byte, error) {
-	key, err := readKey(path)
-	if !errors.Is(err, fs.ErrNotExist) {
-		return key, err
-	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return nil, fmt.Errorf("create key directory: %w", err)
-	}
-	key = make([]byte, minKeyLen)
-	rand.Read(key)
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if errors.Is(err, fs.ErrExist) {
-		return readKey(path) // another process won the race
-	}
-	if err != nil {
-		return nil, fmt.Errorf("create key file: %w", err)
-	}
-	_, err = f.Write(key)
-	if err = errors.Join(err, f.Sync(), f.Close()); err != nil {
-		os.Remove(path)
-		return nil, fmt.Errorf("write key file: %w", err)
-	}
-	return key, nil
-}
-
-func readKey(path string) ([]byte, error) {
+// ReadKey reads the HMAC key for Options.Key from the file at path, used
+// as raw bytes. It never creates one: a missing file is an error wrapping
+// fs.ErrNotExist. It refuses a key shorter than 32 bytes and, except on
+// Windows, a file that grants any permission to group or others.
+func ReadKey(path string) ([]byte, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("read key file: %w", err)
@@ -65,4 +39,46 @@ func readKey(path string) ([]byte, error) {
 		return nil, fmt.Errorf("store: key file %s holds %d bytes, need at least %d", path, len(key), minKeyLen)
 	}
 	return key, nil
+}
+
+// NewKey returns a new random key of 32 bytes.
+func NewKey() []byte {
+	key := make([]byte, minKeyLen)
+	rand.Read(key)
+	return key
+}
+
+// WriteKey writes key to a new file at path, mode 0600, creating the
+// directory (0700) if missing. It writes a temporary file in the same
+// directory, syncs it, and links it into place, so a crash leaves either
+// no key file or a whole one, and an existing key file is never replaced
+// (that is an error wrapping fs.ErrExist).
+func WriteKey(path string, key []byte) error {
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("create key directory: %w", err)
+	}
+	f, err := os.CreateTemp(dir, ".key-*.tmp")
+	if err != nil {
+		return fmt.Errorf("write key file: %w", err)
+	}
+	tmp := f.Name()
+	defer os.Remove(tmp)
+	_, err = f.Write(key)
+	if err = errors.Join(err, f.Chmod(0o600), f.Sync(), f.Close()); err != nil {
+		return fmt.Errorf("write key file: %w", err)
+	}
+	// Link, not Rename: Rename would replace a key another process wrote
+	// in the meantime, and every token made with that one would die.
+	if err := os.Link(tmp, path); err != nil {
+		if errors.Is(err, fs.ErrExist) {
+			return fmt.Errorf("store: key file %s: %w", path, fs.ErrExist)
+		}
+		return fmt.Errorf("write key file: %w", err)
+	}
+	if d, err := os.Open(dir); err == nil {
+		d.Sync()
+		d.Close()
+	}
+	return nil
 }

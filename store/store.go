@@ -7,6 +7,11 @@
 // send mail. The database is SQLite (modernc.org/sqlite, no cgo); the SQL is
 // kept portable so that PostgreSQL can be added as a second driver.
 //
+// The store also keeps the web app's sign-in sessions and consent nonces
+// (sessions.go), so that signing out holds on every node, and records the
+// fingerprint of the token key, so that a database is never used with
+// another key by mistake (keycheck.go).
+//
 // A Store is safe for concurrent use, and several processes may open the
 // same SQLite file: the gateway, and the admin CLI beside it.
 package store
@@ -43,6 +48,13 @@ type Options struct {
 	// FlushInterval is how often the last use of tokens, recorded in
 	// memory by Check, is written to the database. If 0, 5s is used.
 	FlushInterval time.Duration
+	// MustExist refuses to create the database: the admin CLI uses it, so
+	// that a wrong path is an error, not a new empty store.
+	MustExist bool
+	// ReadOnly opens the database for reading only: no migration, no
+	// writes, no flusher. The schema must be current. For listing tokens
+	// from a database the caller may not write.
+	ReadOnly bool
 	// Logger receives the schema migrations applied (Info) and failed
 	// background flushes (Warn). If nil, nothing is logged.
 	Logger *slog.Logger
@@ -57,6 +69,32 @@ const (
 	minKeyLen             = 32
 )
 
+// Default app token lifetimes, for the callers that choose expiries (the
+// web app and the CLI): 90 days, and at most 365.
+const (
+	DefaultTTL    = 90 * 24 * time.Hour
+	DefaultMaxTTL = 365 * 24 * time.Hour
+)
+
+// Validate reports the problems of the settings in o, joined, without
+// I/O: the prefix, the per-user limit and the flush interval. Open also
+// checks the key.
+func (o Options) Validate() error {
+	var errs []error
+	if o.Prefix != "" {
+		if err := validatePrefix(o.Prefix); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if o.MaxLivePerUser < 0 {
+		errs = append(errs, fmt.Errorf("store: MaxLivePerUser %d is negative", o.MaxLivePerUser))
+	}
+	if o.FlushInterval < 0 {
+		errs = append(errs, fmt.Errorf("store: FlushInterval %v is negative", o.FlushInterval))
+	}
+	return errors.Join(errs...)
+}
+
 // A Store holds app tokens. Create one with Open.
 type Store struct {
 	d        dialect
@@ -67,6 +105,8 @@ type Store struct {
 	prefix   string
 	key      []byte
 	maxLive  int
+	where    string // what Describe says
+	readOnly bool
 
 	mu      sync.Mutex
 	pending map[string]use // token id → uses not yet flushed
@@ -104,15 +144,16 @@ func (v use) merge(u use) use {
 // "file:" URI. Close the Store when done.
 func Open(ctx context.Context, driver, dsn string, opts Options) (*Store, error) {
 	s := &Store{
-		log:     opts.Logger,
-		now:     opts.Now,
-		prefix:  opts.Prefix,
-		key:     slices.Clone(opts.Key),
-		maxLive: opts.MaxLivePerUser,
-		pending: make(map[string]use),
-		stop:    make(chan struct{}),
-		done:    make(chan struct{}),
-		flushed: make(chan struct{}, 1),
+		log:      opts.Logger,
+		now:      opts.Now,
+		prefix:   opts.Prefix,
+		key:      slices.Clone(opts.Key),
+		maxLive:  opts.MaxLivePerUser,
+		readOnly: opts.ReadOnly,
+		pending:  make(map[string]use),
+		stop:     make(chan struct{}),
+		done:     make(chan struct{}),
+		flushed:  make(chan struct{}, 1),
 	}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
@@ -148,22 +189,40 @@ func Open(ctx context.Context, driver, dsn string, opts Options) (*Store, error)
 	}
 
 	var err error
-	s.d, s.rdb, s.wdb, err = openDB(ctx, driver, dsn)
+	s.d, s.rdb, s.wdb, s.where, err = openDB(ctx, driver, dsn, opts)
 	if err != nil {
 		return nil, err
 	}
-	if err := s.migrate(ctx); err != nil {
+	if opts.ReadOnly {
+		err = s.checkSchema(ctx)
+	} else {
+		err = s.migrate(ctx)
+	}
+	if err != nil {
 		s.closeDB()
-		return nil, fmt.Errorf("migrate %s database: %w", driver, err)
+		return nil, fmt.Errorf("%s database %s: %w", driver, s.where, err)
+	}
+	if err := s.checkKey(ctx); err != nil {
+		s.closeDB()
+		return nil, err
 	}
 	s.check, err = s.rdb.PrepareContext(ctx, s.d.rebind(`SELECT `+tokenColumns+` FROM app_tokens WHERE id = ?`))
 	if err != nil {
 		s.closeDB()
 		return nil, fmt.Errorf("prepare check query: %w", err)
 	}
-	go s.flusher(interval)
+	if opts.ReadOnly {
+		close(s.done)
+	} else {
+		go s.flusher(interval)
+	}
 	return s, nil
 }
+
+// Describe names the database the Store opened, such as
+// "sqlite /var/lib/smtpgate/smtpgate.db", for the admin to see which one
+// a command worked on.
+func (s *Store) Describe() string { return s.d.name + " " + s.where }
 
 // Close writes the pending last-used updates, stops the flusher and closes
 // the database. Calling it again returns the first result.
@@ -171,6 +230,10 @@ func (s *Store) Close() error {
 	s.closeOnce.Do(func() {
 		close(s.stop)
 		<-s.done
+		if s.readOnly {
+			s.closeErr = errors.Join(s.check.Close(), s.closeDB())
+			return
+		}
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
 		var errs []error

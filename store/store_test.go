@@ -2,7 +2,9 @@ package store
 
 import (
 	"context"
+	"database/sql"
 	"errors"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -10,6 +12,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/smtpgate/smtpgate/mailaddr"
 )
 
 func testKey() []byte { return []byte("0123456789abcdef0123456789abcdef") }
@@ -70,8 +74,8 @@ func TestOpenCreatesDirAndMigratesOnce(t *testing.T) {
 		var n int
 		var name string
 		err := s.rdb.QueryRow(`SELECT COUNT(*), MAX(name) FROM schema_migrations`).Scan(&n, &name)
-		if err != nil || n != 1 || name != "0001_app_tokens.sql" {
-			t.Errorf("open %d: schema_migrations = %d rows, last %q, %v; want 1, 0001_app_tokens.sql", i, n, name, err)
+		if err != nil || n != 2 || name != "0002_ownership_sessions.sql" {
+			t.Errorf("open %d: schema_migrations = %d rows, last %q, %v; want 2, 0002_ownership_sessions.sql", i, n, name, err)
 		}
 		var mode string
 		if err := s.wdb.QueryRow(`PRAGMA journal_mode`).Scan(&mode); err != nil || mode != "wal" {
@@ -131,7 +135,7 @@ func TestRebind(t *testing.T) {
 // Check reads, it does not write: the uses reach the database on Flush.
 func TestCheckDoesNotWrite(t *testing.T) {
 	s := openTest(t, filepath.Join(t.TempDir(), "tokens.db"), Options{FlushInterval: time.Hour})
-	plain, tok, err := s.Create(t.Context(), NewToken{Owner: "a@example.com", Label: "x", ExpiresAt: time.Now().Add(time.Hour)})
+	plain, tok, err := s.Create(t.Context(), NewToken{Owner: mailaddr.MustParse("a@example.com"), Creator: "test", Label: "x", ExpiresAt: time.Now().Add(time.Hour)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -161,7 +165,7 @@ func TestCheckDoesNotWrite(t *testing.T) {
 // The flusher writes on its own, and a failed flush keeps the uses.
 func TestFlusher(t *testing.T) {
 	s := openTest(t, filepath.Join(t.TempDir(), "tokens.db"), Options{FlushInterval: 10 * time.Millisecond})
-	plain, tok, err := s.Create(t.Context(), NewToken{Owner: "a@example.com", Label: "x", ExpiresAt: time.Now().Add(time.Hour)})
+	plain, tok, err := s.Create(t.Context(), NewToken{Owner: mailaddr.MustParse("a@example.com"), Creator: "test", Label: "x", ExpiresAt: time.Now().Add(time.Hour)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -199,15 +203,18 @@ func TestFlusher(t *testing.T) {
 	}
 }
 
-func TestLoadKey(t *testing.T) {
+func TestKeyFiles(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "secrets")
 	path := filepath.Join(dir, "hmac.key")
-	key, err := LoadKey(path)
-	if err != nil {
-		t.Fatalf("LoadKey(missing %s) = %v", path, err)
+	if _, err := ReadKey(path); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("ReadKey(missing) = %v, want fs.ErrNotExist: it must never create a key", err)
 	}
-	if len(key) != 32 {
-		t.Errorf("LoadKey created a key of %d bytes, want 32", len(key))
+	if _, err := os.Stat(path); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("ReadKey created %s", path)
+	}
+	key := NewKey()
+	if err := WriteKey(path, key); err != nil {
+		t.Fatalf("WriteKey = %v", err)
 	}
 	if runtime.GOOS != "windows" {
 		for p, want := range map[string]os.FileMode{path: 0o600, dir: 0o700} {
@@ -220,9 +227,19 @@ func TestLoadKey(t *testing.T) {
 			}
 		}
 	}
-	again, err := LoadKey(path)
+	again, err := ReadKey(path)
 	if err != nil || string(again) != string(key) {
-		t.Errorf("LoadKey(existing) = %x, %v; want %x", again, err, key)
+		t.Errorf("ReadKey = %x, %v; want %x", again, err, key)
+	}
+	// A second writer never replaces the key, and leaves no temp file.
+	if err := WriteKey(path, NewKey()); !errors.Is(err, fs.ErrExist) {
+		t.Errorf("WriteKey over an existing key = %v, want fs.ErrExist", err)
+	}
+	if again, _ := ReadKey(path); string(again) != string(key) {
+		t.Error("WriteKey replaced an existing key")
+	}
+	if ents, _ := os.ReadDir(dir); len(ents) != 1 {
+		t.Errorf("key directory holds %d entries, want only the key (no temp files)", len(ents))
 	}
 
 	if runtime.GOOS != "windows" {
@@ -233,16 +250,111 @@ func TestLoadKey(t *testing.T) {
 		if err := os.Chmod(open, 0o644); err != nil { // despite the umask
 			t.Fatal(err)
 		}
-		if k, err := LoadKey(open); err == nil {
-			t.Errorf("LoadKey(mode 0644) = %x, nil; want an error", k)
+		if k, err := ReadKey(open); err == nil {
+			t.Errorf("ReadKey(mode 0644) = %x, nil; want an error", k)
 		}
 	}
 	short := filepath.Join(dir, "short.key")
 	if err := os.WriteFile(short, testKey()[:31], 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if k, err := LoadKey(short); err == nil {
-		t.Errorf("LoadKey(31 bytes) = %x, nil; want an error", k)
+	if k, err := ReadKey(short); err == nil {
+		t.Errorf("ReadKey(31 bytes) = %x, nil; want an error", k)
+	}
+}
+
+// A database with tokens refuses another key with a message that says
+// what to do; one without tokens takes the new key.
+func TestKeyFingerprint(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "tokens.db")
+	k1, k2 := NewKey(), NewKey()
+	s, err := Open(t.Context(), "sqlite", path, Options{Key: k1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	// No tokens yet: a new key is recorded.
+	s, err = Open(t.Context(), "sqlite", path, Options{Key: k2})
+	if err != nil {
+		t.Fatalf("Open(empty database, new key) = %v", err)
+	}
+	if _, _, err := s.Create(t.Context(), NewToken{Owner: mailaddr.MustParse("a@example.com"), Creator: "test", Label: "x", ExpiresAt: time.Now().Add(time.Hour)}); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	_, err = Open(t.Context(), "sqlite", path, Options{Key: k1})
+	if !errors.Is(err, ErrKeyMismatch) {
+		t.Fatalf("Open(database with tokens, other key) = %v, want ErrKeyMismatch", err)
+	}
+	for _, want := range []string{path, KeyFingerprint(k1), KeyFingerprint(k2), "Restore the key file", "move the database away"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not mention %q", err, want)
+		}
+	}
+	if _, err := Open(t.Context(), "sqlite", path, Options{Key: k1, ReadOnly: true}); !errors.Is(err, ErrKeyMismatch) {
+		t.Errorf("Open(read-only, other key) = %v, want ErrKeyMismatch", err)
+	}
+	s, err = Open(t.Context(), "sqlite", path, Options{Key: k2})
+	if err != nil {
+		t.Fatalf("Open(the right key) = %v", err)
+	}
+	s.Close()
+}
+
+// The database file and its WAL are 0600, writes are synchronous=FULL,
+// MustExist never creates a file, and a read-only file can be listed.
+func TestDatabaseFiles(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "sub", "tokens.db")
+	if _, err := Open(t.Context(), "sqlite", path, Options{Key: testKey(), MustExist: true}); err == nil || !strings.Contains(err.Error(), "does not exist") {
+		t.Errorf("Open(MustExist, missing) = %v, want does not exist", err)
+	}
+	if _, err := os.Stat(path); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("Open(MustExist) created %s", path)
+	}
+	s, err := Open(t.Context(), "sqlite", path, Options{Key: testKey()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := filepath.Abs(path); s.Describe() != "sqlite "+got {
+		t.Errorf("Describe = %q, want sqlite %s", s.Describe(), got)
+	}
+	if _, _, err := s.Create(t.Context(), NewToken{Owner: mailaddr.MustParse("a@example.com"), Creator: "test", Label: "x", ExpiresAt: time.Now().Add(time.Hour)}); err != nil {
+		t.Fatal(err)
+	}
+	for _, db := range []*sql.DB{s.rdb, s.wdb} {
+		var sync int
+		if err := db.QueryRow(`PRAGMA synchronous`).Scan(&sync); err != nil || sync != 2 {
+			t.Errorf("PRAGMA synchronous = %d, %v; want 2 (FULL)", sync, err)
+		}
+	}
+	if runtime.GOOS != "windows" {
+		for _, p := range []string{path, path + "-wal"} {
+			fi, err := os.Stat(p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := fi.Mode().Perm(); got != 0o600 {
+				t.Errorf("mode of %s = %#o, want 0600", p, got)
+			}
+		}
+	}
+	s.Close()
+	if err := os.Chmod(path, 0o400); err != nil {
+		t.Fatal(err)
+	}
+	// Root may write whatever the mode says, so the store itself must not
+	// try: mode=ro refuses every write.
+	ro, err := Open(t.Context(), "sqlite", path, Options{Key: testKey(), ReadOnly: true})
+	if err != nil {
+		t.Fatalf("Open(ReadOnly, a 0400 file) = %v", err)
+	}
+	defer ro.Close()
+	if ts, err := ro.ListAll(t.Context()); err != nil || len(ts) != 1 {
+		t.Errorf("ListAll read-only = %d tokens, %v; want 1", len(ts), err)
+	}
+	if _, err := ro.RevokeAllOwned(t.Context(), mailaddr.MustParse("a@example.com"), "test", true); err == nil {
+		t.Error("RevokeAllOwned on a read-only store succeeded")
 	}
 }
 
@@ -316,11 +428,11 @@ func BenchmarkCheck(b *testing.B) {
 	// Other rows, so that the lookup is an index search, not a scan of one.
 	for i := range 200 {
 		owner := string(rune('a'+i%26)) + "@example.com"
-		if _, _, err := s.Create(ctx, NewToken{Owner: owner, Label: "x", ExpiresAt: time.Now().Add(time.Hour)}); err != nil && !errors.Is(err, ErrTooMany) {
+		if _, _, err := s.Create(ctx, NewToken{Owner: mailaddr.MustParse(owner), Creator: "test", Label: "x", ExpiresAt: time.Now().Add(time.Hour)}); err != nil && !errors.Is(err, ErrTooMany) {
 			b.Fatal(err)
 		}
 	}
-	plain, _, err := s.Create(ctx, NewToken{Owner: "bench@example.com", Label: "x", ExpiresAt: time.Now().Add(time.Hour)})
+	plain, _, err := s.Create(ctx, NewToken{Owner: mailaddr.MustParse("bench@example.com"), Creator: "test", Label: "x", ExpiresAt: time.Now().Add(time.Hour)})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -374,7 +486,7 @@ func TestCrossProcess(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "tokens.db")
 	s := openTest(t, path, Options{FlushInterval: time.Hour, MaxLivePerUser: 100})
 	const owner = "a@example.com"
-	plain, tok, err := s.Create(t.Context(), NewToken{Owner: owner, Label: "server", ExpiresAt: time.Now().Add(time.Hour)})
+	plain, tok, err := s.Create(t.Context(), NewToken{Owner: mailaddr.MustParse(owner), Creator: "test", Label: "server", ExpiresAt: time.Now().Add(time.Hour)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -411,7 +523,7 @@ func TestCrossProcess(t *testing.T) {
 	if _, err := s.Check(t.Context(), owner, plain, "192.0.2.1"); !errors.Is(err, ErrRevoked) {
 		t.Errorf("Check after the CLI revoked = %v, want %v", err, ErrRevoked)
 	}
-	ts, err := s.List(t.Context(), owner)
+	ts, err := s.ListOwned(t.Context(), mailaddr.MustParse(owner))
 	if err != nil || len(ts) != 51 {
 		t.Errorf("List after the CLI created 50 = %d tokens, %v; want 51", len(ts), err)
 	}
@@ -424,12 +536,12 @@ func TestCrossProcess(t *testing.T) {
 func crossProcessCLI(t *testing.T, path, id string) {
 	s := openTest(t, path, Options{FlushInterval: time.Hour, MaxLivePerUser: 100})
 	for i := range 50 {
-		_, _, err := s.Create(t.Context(), NewToken{Owner: "a@example.com", Label: "cli", CreatedFrom: "cli", ExpiresAt: time.Now().Add(time.Hour)})
+		_, _, err := s.Create(t.Context(), NewToken{Owner: mailaddr.MustParse("a@example.com"), Creator: "test", Label: "cli", CreatedFrom: "cli", ExpiresAt: time.Now().Add(time.Hour)})
 		if err != nil {
 			t.Fatalf("CLI Create %d = %v", i, err)
 		}
 	}
-	if err := s.Revoke(t.Context(), "", id); err != nil {
+	if err := s.RevokeAsAdmin(t.Context(), id, "test"); err != nil {
 		t.Fatalf("CLI Revoke = %v", err)
 	}
 }

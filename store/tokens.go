@@ -15,6 +15,8 @@ import (
 	"time"
 	"unicode"
 	"unicode/utf8"
+
+	"github.com/smtpgate/smtpgate/mailaddr"
 )
 
 // Errors returned by the Store. Check's errors wrap ErrInvalid, ErrRevoked
@@ -40,6 +42,7 @@ const (
 type Token struct {
 	ID           string
 	Owner        string   // the owner's mailbox, lower-case
+	Creator      string   // who created it: "iss#sub" (web) or "cli…"
 	Label        string   // as given, trimmed; not HTML-escaped
 	Senders      []string // addresses this token may send as, lower-case
 	CreatedAt    time.Time
@@ -49,6 +52,7 @@ type Token struct {
 	LastUsedFrom string
 	UseCount     int64
 	RevokedAt    time.Time // zero if not revoked
+	RevokedBy    string    // "owner:iss#sub" or "admin:…"; "" if not revoked
 }
 
 // Live reports whether t is neither revoked nor expired at now.
@@ -67,22 +71,23 @@ func (t Token) withUse(u use) Token {
 
 // A NewToken is what Create needs.
 type NewToken struct {
-	Owner       string    // the owner's mailbox
-	Label       string    // 1 to 100 characters, no control characters
-	CreatedFrom string    // IP address, or "cli"
-	Senders     []string  // if empty, [Owner]; the caller checks they are Owner's
-	ExpiresAt   time.Time // required, in the future
+	Owner       mailaddr.Address   // the owner's mailbox; required
+	Creator     string             // who creates it: "iss#sub" (web) or "cli:<os user>"; required
+	Label       string             // 1 to 100 characters, no control or format characters
+	CreatedFrom string             // IP address, or "cli"
+	Senders     []mailaddr.Address // if empty, [Owner]; the caller checks they are Owner's
+	ExpiresAt   time.Time          // required, in the future
 }
 
 const tokenColumns = `id, owner, label, senders, secret_hash, created_at, created_from,
-	expires_at, last_used_at, last_used_from, use_count, revoked_at`
+	expires_at, last_used_at, last_used_from, use_count, revoked_at, creator, revoked_by`
 
 // scanToken reads the tokenColumns of one row.
 func scanToken(row interface{ Scan(...any) error }) (t Token, secretHash string, err error) {
 	var senders string
 	var created, expires, lastUsed, revoked int64
 	err = row.Scan(&t.ID, &t.Owner, &t.Label, &senders, &secretHash, &created, &t.CreatedFrom,
-		&expires, &lastUsed, &t.LastUsedFrom, &t.UseCount, &revoked)
+		&expires, &lastUsed, &t.LastUsedFrom, &t.UseCount, &revoked, &t.Creator, &t.RevokedBy)
 	if err != nil {
 		return Token{}, "", err
 	}
@@ -164,10 +169,10 @@ func (s *Store) Create(ctx context.Context, n NewToken) (plaintext string, t Tok
 		}
 	}
 	_, err = tx.ExecContext(ctx, s.d.rebind(`INSERT INTO app_tokens
-		(id, owner, label, senders, secret_hash, created_at, created_from, expires_at)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?)`),
+		(id, owner, label, senders, secret_hash, created_at, created_from, expires_at, creator)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`),
 		t.ID, t.Owner, t.Label, string(senders), hex.EncodeToString(s.hash(secret)),
-		toMicro(t.CreatedAt), t.CreatedFrom, toMicro(t.ExpiresAt))
+		toMicro(t.CreatedAt), t.CreatedFrom, toMicro(t.ExpiresAt), t.Creator)
 	if err != nil {
 		return "", Token{}, fmt.Errorf("create app token: %w", err)
 	}
@@ -180,15 +185,17 @@ func (s *Store) Create(ctx context.Context, n NewToken) (plaintext string, t Tok
 // newToken validates n and returns the token to store, without ID.
 func newToken(n NewToken, now time.Time) (Token, error) {
 	var errs []error
-	owner, err := normAddress(n.Owner)
-	if err != nil {
-		errs = append(errs, fmt.Errorf("owner: %w", err))
+	if n.Owner.IsZero() {
+		errs = append(errs, errors.New("owner is required"))
+	}
+	if strings.TrimSpace(n.Creator) == "" || len(n.Creator) > maxTextLen || !printable(n.Creator) {
+		errs = append(errs, fmt.Errorf("creator is required: at most %d bytes without control characters", maxTextLen))
 	}
 	label := strings.TrimSpace(n.Label)
 	if c := utf8.RuneCountInString(label); c == 0 || c > maxLabelRunes {
 		errs = append(errs, fmt.Errorf("label must be 1 to %d characters", maxLabelRunes))
 	} else if !printable(label) {
-		errs = append(errs, errors.New("label must be valid UTF-8 without control characters"))
+		errs = append(errs, errors.New("label must be valid UTF-8 without control or format characters (such as bidi overrides)"))
 	}
 	if len(n.CreatedFrom) > maxTextLen || !printable(n.CreatedFrom) {
 		errs = append(errs, fmt.Errorf("created-from must be at most %d bytes without control characters", maxTextLen))
@@ -198,15 +205,14 @@ func newToken(n NewToken, now time.Time) (Token, error) {
 		errs = append(errs, fmt.Errorf("at most %d senders", maxSenders))
 	}
 	for _, a := range n.Senders {
-		a, err := normAddress(a)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("sender: %w", err))
-		} else if !slices.Contains(senders, a) {
-			senders = append(senders, a)
+		if a.IsZero() {
+			errs = append(errs, errors.New("sender: empty address"))
+		} else if !slices.Contains(senders, a.String()) {
+			senders = append(senders, a.String())
 		}
 	}
-	if len(n.Senders) == 0 {
-		senders = []string{owner}
+	if len(n.Senders) == 0 && !n.Owner.IsZero() {
+		senders = []string{n.Owner.String()}
 	}
 	expires := fromMicro(toMicro(n.ExpiresAt))
 	if expires.IsZero() {
@@ -218,7 +224,8 @@ func newToken(n NewToken, now time.Time) (Token, error) {
 		return Token{}, fmt.Errorf("%w: %w", ErrValidation, err)
 	}
 	return Token{
-		Owner:       owner,
+		Owner:       n.Owner.String(),
+		Creator:     n.Creator,
 		Label:       label,
 		Senders:     senders,
 		CreatedAt:   now,
@@ -227,25 +234,13 @@ func newToken(n NewToken, now time.Time) (Token, error) {
 	}, nil
 }
 
-// normAddress lower-cases a mailbox and checks that it looks like
-// local@domain. Deliverability is not this package's business.
-func normAddress(a string) (string, error) {
-	a = strings.ToLower(strings.TrimSpace(a))
-	at := strings.LastIndexByte(a, '@')
-	switch {
-	case a == "":
-		return "", errors.New("address is empty")
-	case len(a) > 254 || at < 1 || at == len(a)-1 || at > 64:
-		return "", fmt.Errorf("%q is not a mail address", a)
-	case !printable(a) || strings.ContainsAny(a, " <>,;\"()[]\\"):
-		return "", fmt.Errorf("%q is not a bare mail address", a)
-	}
-	return a, nil
-}
-
-// printable reports whether s is valid UTF-8 without control characters.
+// printable reports whether s is valid UTF-8 without control (Cc) or
+// format (Cf) characters: no bidi overrides, zero-width joiners or
+// invisible marks that make a label read differently than it is.
 func printable(s string) bool {
-	return utf8.ValidString(s) && !strings.ContainsFunc(s, unicode.IsControl)
+	return utf8.ValidString(s) && !strings.ContainsFunc(s, func(r rune) bool {
+		return unicode.In(r, unicode.Cc, unicode.Cf)
+	})
 }
 
 // Check authenticates an SMTP AUTH PLAIN or LOGIN login: username and the
@@ -279,7 +274,9 @@ func (s *Store) Check(ctx context.Context, username, plaintext, remote string) (
 	if !hmac.Equal(mac, want) {
 		return Token{}, fmt.Errorf("%w: token %s: wrong secret", ErrInvalid, id)
 	}
-	if !strings.EqualFold(username, t.Owner) {
+	// The username is compared as an address, exactly: strings.EqualFold
+	// would let "\u212Aevin@…" (Kelvin sign) stand for "kevin@…".
+	if u, err := mailaddr.Parse(username); err != nil || u.String() != t.Owner {
 		return Token{}, fmt.Errorf("%w: token %s: username is not the owner", ErrInvalid, id)
 	}
 	now := s.now()
@@ -315,19 +312,24 @@ func (s *Store) Get(ctx context.Context, id string) (Token, error) {
 	return t, nil
 }
 
-// List returns the tokens of owner, or every token if owner is "", newest
-// first, including uses not yet flushed. Revoked and expired tokens are
-// included; see Token.Live.
-func (s *Store) List(ctx context.Context, owner string) ([]Token, error) {
+// ListOwned returns the tokens of owner, newest first, including uses not
+// yet flushed. Revoked and expired tokens are included; see Token.Live.
+func (s *Store) ListOwned(ctx context.Context, owner mailaddr.Address) ([]Token, error) {
+	if owner.IsZero() {
+		return nil, fmt.Errorf("%w: list: owner is empty", ErrValidation)
+	}
+	return s.list(ctx, ` WHERE owner = ?`, owner.String())
+}
+
+// ListAll returns every token, newest first: for administrators.
+func (s *Store) ListAll(ctx context.Context) ([]Token, error) {
+	return s.list(ctx, "")
+}
+
+func (s *Store) list(ctx context.Context, where string, args ...any) ([]Token, error) {
 	s.flushMu.RLock()
 	defer s.flushMu.RUnlock()
-	q := `SELECT ` + tokenColumns + ` FROM app_tokens`
-	var args []any
-	if owner != "" {
-		q += ` WHERE owner = ?`
-		args = append(args, strings.ToLower(strings.TrimSpace(owner)))
-	}
-	q += ` ORDER BY created_at DESC, id DESC`
+	q := `SELECT ` + tokenColumns + ` FROM app_tokens` + where + ` ORDER BY created_at DESC, id DESC`
 	rows, err := s.rdb.QueryContext(ctx, s.d.rebind(q), args...)
 	if err != nil {
 		return nil, fmt.Errorf("list app tokens: %w", err)
@@ -352,12 +354,24 @@ func (s *Store) List(ctx context.Context, owner string) ([]Token, error) {
 	return ts, nil
 }
 
-// Revoke revokes the token with the id. owner is the person asking; ""
-// means an administrator, who may revoke anyone's. A token that does not
-// exist or belongs to someone else gives ErrNotFound; revoking a revoked
-// token succeeds and keeps the first revocation time.
-func (s *Store) Revoke(ctx context.Context, owner, id string) error {
-	owner = strings.ToLower(strings.TrimSpace(owner))
+// RevokeOwned revokes the token with the id on behalf of its owner; by
+// names who asked ("iss#sub") and is stored as "owner:<by>". A token that
+// does not exist or belongs to someone else gives ErrNotFound; revoking a
+// revoked token succeeds and keeps the first revocation.
+func (s *Store) RevokeOwned(ctx context.Context, owner mailaddr.Address, id, by string) error {
+	if owner.IsZero() {
+		return fmt.Errorf("%w: revoke: owner is empty", ErrValidation)
+	}
+	return s.revoke(ctx, owner.String(), id, "owner:"+by)
+}
+
+// RevokeAsAdmin revokes anyone's token with the id; by names the
+// administrator ("cli:<os user>") and is stored as "admin:<by>".
+func (s *Store) RevokeAsAdmin(ctx context.Context, id, by string) error {
+	return s.revoke(ctx, "", id, "admin:"+by)
+}
+
+func (s *Store) revoke(ctx context.Context, owner, id, by string) error {
 	tx, err := s.wdb.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("revoke app token %s: %w", id, err)
@@ -376,8 +390,8 @@ func (s *Store) Revoke(ctx context.Context, owner, id string) error {
 	if revoked != 0 {
 		return nil
 	}
-	_, err = tx.ExecContext(ctx, s.d.rebind(`UPDATE app_tokens SET revoked_at = ? WHERE id = ?`),
-		s.now().UnixMicro(), id)
+	_, err = tx.ExecContext(ctx, s.d.rebind(`UPDATE app_tokens SET revoked_at = ?, revoked_by = ? WHERE id = ?`),
+		s.now().UnixMicro(), by, id)
 	if err != nil {
 		return fmt.Errorf("revoke app token %s: %w", id, err)
 	}
@@ -387,16 +401,21 @@ func (s *Store) Revoke(ctx context.Context, owner, id string) error {
 	return nil
 }
 
-// RevokeAll revokes every live token of owner and returns how many there
-// were.
-func (s *Store) RevokeAll(ctx context.Context, owner string) (int, error) {
-	owner = strings.ToLower(strings.TrimSpace(owner))
-	if owner == "" {
+// RevokeAllOwned revokes every live token of owner and returns how many
+// there were. by is stored as "admin:<by>" when admin is true (the CLI),
+// else as "owner:<by>" (the person, in the web app).
+func (s *Store) RevokeAllOwned(ctx context.Context, owner mailaddr.Address, by string, admin bool) (int, error) {
+	if owner.IsZero() {
 		return 0, fmt.Errorf("%w: revoke all: owner is empty", ErrValidation)
 	}
+	if admin {
+		by = "admin:" + by
+	} else {
+		by = "owner:" + by
+	}
 	now := s.now().UnixMicro()
-	res, err := s.wdb.ExecContext(ctx, s.d.rebind(`UPDATE app_tokens SET revoked_at = ?
-		WHERE owner = ? AND revoked_at = 0 AND expires_at > ?`), now, owner, now)
+	res, err := s.wdb.ExecContext(ctx, s.d.rebind(`UPDATE app_tokens SET revoked_at = ?, revoked_by = ?
+		WHERE owner = ? AND revoked_at = 0 AND expires_at > ?`), now, by, owner.String(), now)
 	if err != nil {
 		return 0, fmt.Errorf("revoke all app tokens of %s: %w", owner, err)
 	}

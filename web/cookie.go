@@ -108,9 +108,11 @@ func (a *app) sessionCookie() string {
 	return "smtpgate-session"
 }
 
-func (a *app) loginCookie() string {
+// loginCookie names the cookie of the sign-in with the state: one per
+// sign-in, so several tabs can sign in at once.
+func (a *app) loginCookie(state string) string {
 	if a.secure {
-		return "__Host-smtpgate-login"
+		return "__Host-smtpgate-login-" + state
 	}
-	return "smtpgate-login"
+	return "smtpgate-login-" + state
 }

@@ -39,7 +39,7 @@ func (a *app) debugToken(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	rep := a.cfg.Verifier.Explain(r.Context(), tok)
-	a.log.Info("web: token checked", "by", s.mailbox(), "accepted", rep.Accepted(), "remote", remoteIP(r))
+	a.log.Info("web: token checked", "by", s.mailbox(), "accepted", rep.Accepted(), "remote", a.remoteIP(r))
 	a.render(w, r, http.StatusOK, "debugtoken", page{Session: s, Report: rep})
 }
 

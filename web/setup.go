@@ -13,6 +13,7 @@ import (
 	"github.com/go-chi/chi/v5"
 
 	"github.com/smtpgate/smtpgate/clientsetup"
+	"github.com/smtpgate/smtpgate/mailaddr"
 	"github.com/smtpgate/smtpgate/store"
 )
 
@@ -107,7 +108,7 @@ func (a *app) autoconfig(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "internal error", http.StatusInternalServerError)
 		return
 	}
-	a.log.Debug("web: autoconfig", "domain", domain, "remote", remoteIP(r))
+	a.log.Debug("web: autoconfig", "domain", domain, "remote", a.remoteIP(r))
 	w.Header().Set("Content-Type", "application/xml; charset=utf-8")
 	w.Write(b)
 }
@@ -234,7 +235,15 @@ func (a *app) setupPage(w http.ResponseWriter, r *http.Request) {
 		a.thunderbirdData(r.Context(), d)
 		a.render(w, r, http.StatusOK, "setup_thunderbird", page{Session: s, Setup: d})
 	case "apple":
-		a.render(w, r, http.StatusOK, "setup_apple", page{Session: s, Setup: d, Expiries: a.expiries(a.defaultDays())})
+		// Creating the profile's token is a consent step: its nonce is
+		// spent once, so a replayed POST mints nothing.
+		nonce, err := a.cfg.Store.IssueNonce(r.Context(), s.SessionID, consentTTL)
+		if err != nil {
+			a.log.Error("web: issue consent nonce", "err", err)
+			a.fail(w, r, http.StatusInternalServerError, "Something went wrong. Please try again.")
+			return
+		}
+		a.render(w, r, http.StatusOK, "setup_apple", page{Session: s, Setup: d, Expiries: a.expiries(a.defaultDays()), Nonce: nonce})
 	default:
 		a.render(w, r, http.StatusOK, "setup_client", page{Session: s, Setup: d})
 	}
@@ -276,12 +285,27 @@ func (a *app) appleProfile(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
+	switch err := a.cfg.Store.UseNonce(r.Context(), s.SessionID, r.PostFormValue("nonce")); {
+	case errors.Is(err, store.ErrNoSession):
+		a.log.Info("web: consent replayed or expired", "subject", s.Subject, "remote", a.remoteIP(r))
+		a.fail(w, r, http.StatusConflict, "This profile request was already used or has expired, so no token was created. Start again from the Apple setup page.")
+		return
+	case err != nil:
+		a.log.Error("web: use consent nonce", "err", err)
+		a.fail(w, r, http.StatusInternalServerError, "The token could not be created. Please try again.")
+		return
+	}
+	senders := make([]mailaddr.Address, len(f.Senders))
+	for i, addr := range f.Senders {
+		senders[i] = mailaddr.MustParse(addr) // from the session, parsed at sign-in
+	}
 	secret, t, err := a.cfg.Store.Create(r.Context(), store.NewToken{
-		Owner:       s.mailbox(),
+		Owner:       s.Mailbox(),
+		Creator:     s.Subject,
 		Label:       f.Label,
-		Senders:     f.Senders,
+		Senders:     senders,
 		ExpiresAt:   f.Until,
-		CreatedFrom: remoteIP(r),
+		CreatedFrom: a.remoteIP(r),
 	})
 	switch {
 	case errors.Is(err, store.ErrTooMany):
@@ -300,12 +324,12 @@ func (a *app) appleProfile(w http.ResponseWriter, r *http.Request) {
 		ProfileUUID: newUUID(), PayloadUUID: newUUID(),
 	})
 	if err != nil {
-		a.cfg.Store.Revoke(r.Context(), s.mailbox(), t.ID)
+		a.cfg.Store.RevokeOwned(r.Context(), s.Mailbox(), t.ID, s.Subject)
 		a.log.Error("web: mobileconfig", "err", err)
 		a.fail(w, r, http.StatusInternalServerError, "The profile could not be built.")
 		return
 	}
-	a.log.Info("web: token created", "id", t.ID, "owner", t.Owner, "label", t.Label, "senders", t.Senders, "expires", t.ExpiresAt, "remote", remoteIP(r), "for", "mobileconfig")
+	a.log.Info("audit: token created", "by", s.Subject, "via", "web, Apple profile", "id", t.ID, "owner", t.Owner, "label", t.Label, "senders", t.Senders, "expires", t.ExpiresAt, "remote", a.remoteIP(r))
 	w.Header().Set("Content-Type", "application/x-apple-aspen-config")
 	w.Header().Set("Content-Disposition", `attachment; filename="mail.mobileconfig"`)
 	w.Write(b)

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/smtpgate/smtpgate/clientsetup"
+	"github.com/smtpgate/smtpgate/mailaddr"
 	"github.com/smtpgate/smtpgate/oidc"
 	"github.com/smtpgate/smtpgate/oidc/devprovider"
 	"github.com/smtpgate/smtpgate/oidc/testissuer"
@@ -251,6 +252,14 @@ func TestAppleProfile(t *testing.T) {
 		t.Errorf("profile without an incoming server = %d, want 404", w.Code)
 	}
 	withSetup(a, true)
+	// The Apple page carries the consent nonce the POST spends.
+	nonceRE := regexp.MustCompile(`name="nonce" value="([^"]+)"`)
+	page := do(h, "GET", "/setup/apple", nil, c)
+	nm := nonceRE.FindStringSubmatch(page.Body.String())
+	if nm == nil {
+		t.Fatalf("/setup/apple has no nonce:\n%s", page.Body)
+	}
+	form.Set("nonce", nm[1])
 	w := do(h, "POST", "/setup/apple/profile", form, c)
 	if w.Code != http.StatusOK || w.Header().Get("Content-Type") != "application/x-apple-aspen-config" {
 		t.Fatalf("POST /setup/apple/profile = %d %v\n%s", w.Code, w.Header(), w.Body)
@@ -279,7 +288,11 @@ func TestAppleProfile(t *testing.T) {
 	if w := do(h, "POST", "/setup/apple/profile", url.Values{"label": {"x"}, "days": {"90"}, "sender": {"boss@example.com"}}, c); w.Code != http.StatusBadRequest {
 		t.Errorf("profile for a foreign sender = %d, want 400", w.Code)
 	}
-	if l, _ := a.cfg.Store.List(context.Background(), "alice@example.com"); len(l) != 1 {
+	// A replayed POST mints nothing.
+	if w := do(h, "POST", "/setup/apple/profile", form, c); w.Code != http.StatusConflict {
+		t.Errorf("replayed profile POST = %d, want 409", w.Code)
+	}
+	if l, _ := a.cfg.Store.ListOwned(context.Background(), mailaddr.MustParse("alice@example.com")); len(l) != 1 {
 		t.Errorf("store holds %d tokens, want 1", len(l))
 	}
 	if w := do(h, "POST", "/setup/apple/profile", form); w.Code != http.StatusUnauthorized {
@@ -332,9 +345,11 @@ func TestSetupSignInReturns(t *testing.T) {
 	a, h, _ := newTestApp(t, idp)
 	w := do(h, "GET", "/login?return=/setup", nil)
 	var pl pendingLogin
+	loc, _ := url.Parse(w.Header().Get("Location"))
+	name := a.loginCookie(loc.Query().Get("state"))
 	for _, c := range w.Result().Cookies() {
-		if c.Name == a.loginCookie() {
-			a.sessions.open(a.loginCookie(), c.Value, &pl, time.Now())
+		if c.Name == name {
+			a.sessions.open(name, c.Value, &pl, time.Now())
 		}
 	}
 	if w.Code != http.StatusFound || pl.Return != "/setup" {

@@ -13,6 +13,7 @@ import (
 	"github.com/go-chi/chi/v5"
 
 	"github.com/smtpgate/smtpgate/oidc"
+	"github.com/smtpgate/smtpgate/mailaddr"
 	"github.com/smtpgate/smtpgate/outbox"
 	"github.com/smtpgate/smtpgate/store"
 )
@@ -32,6 +33,7 @@ type page struct {
 	Expiries []expiry
 	Created  *createdToken
 	Settings settings
+	Nonce    string // the consent form's one-time nonce
 
 	// The setup pages and the token checker (setup.go, debugtoken.go).
 	Setup  *setupData
@@ -91,7 +93,7 @@ func (a *app) tokens(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *app) renderTokens(w http.ResponseWriter, r *http.Request, s *signIn, status int, f tokenForm, errs []string) {
-	list, err := a.cfg.Store.List(r.Context(), s.mailbox())
+	list, err := a.cfg.Store.ListOwned(r.Context(), s.Mailbox())
 	if err != nil {
 		a.log.Error("web: list tokens", "err", err)
 		a.fail(w, r, http.StatusInternalServerError, "Your tokens cannot be listed right now.")
@@ -149,7 +151,10 @@ func (a *app) parseForm(r *http.Request, s *signIn) (tokenForm, []string) {
 	f.Days = days
 	f.Until = a.cfg.Now().Add(time.Duration(days) * 24 * time.Hour)
 	for _, addr := range r.PostForm["sender"] {
-		if i := slices.IndexFunc(s.Addresses, func(b string) bool { return strings.EqualFold(addr, b) }); i >= 0 {
+		// Compared as parsed addresses: strings.EqualFold would match the
+		// Kelvin sign to k.
+		pa, perr := mailaddr.Parse(addr)
+		if i := slices.Index(s.Addresses, pa.String()); perr == nil && i >= 0 {
 			if !slices.Contains(f.Senders, s.Addresses[i]) {
 				f.Senders = append(f.Senders, s.Addresses[i])
 			}
@@ -188,10 +193,21 @@ func (a *app) tokenRequest(w http.ResponseWriter, r *http.Request) (*signIn, tok
 	return s, f, true
 }
 
+// consentTTL is how long a consent page can be confirmed.
+const consentTTL = 10 * time.Minute
+
 func (a *app) newToken(w http.ResponseWriter, r *http.Request) {
-	if s, f, ok := a.tokenRequest(w, r); ok {
-		a.render(w, r, http.StatusOK, "consent", page{Session: s, Form: f, Settings: a.settings()})
+	s, f, ok := a.tokenRequest(w, r)
+	if !ok {
+		return
 	}
+	nonce, err := a.cfg.Store.IssueNonce(r.Context(), s.SessionID, consentTTL)
+	if err != nil {
+		a.log.Error("web: issue consent nonce", "err", err)
+		a.fail(w, r, http.StatusInternalServerError, "Something went wrong. Please try again.")
+		return
+	}
+	a.render(w, r, http.StatusOK, "consent", page{Session: s, Form: f, Settings: a.settings(), Nonce: nonce})
 }
 
 func (a *app) confirmToken(w http.ResponseWriter, r *http.Request) {
@@ -199,12 +215,29 @@ func (a *app) confirmToken(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
+	// The consent page's nonce is spent here, once: a reload or a
+	// replayed POST does not mint a second token.
+	switch err := a.cfg.Store.UseNonce(r.Context(), s.SessionID, r.PostFormValue("nonce")); {
+	case errors.Is(err, store.ErrNoSession):
+		a.log.Info("web: consent replayed or expired", "subject", s.Subject, "remote", a.remoteIP(r))
+		a.fail(w, r, http.StatusConflict, "This confirmation was already used or has expired, so no token was created. Start again from your token list.")
+		return
+	case err != nil:
+		a.log.Error("web: use consent nonce", "err", err)
+		a.fail(w, r, http.StatusInternalServerError, "The token could not be created. Please try again.")
+		return
+	}
+	senders := make([]mailaddr.Address, len(f.Senders))
+	for i, addr := range f.Senders {
+		senders[i] = mailaddr.MustParse(addr) // from the session, parsed at sign-in
+	}
 	secret, t, err := a.cfg.Store.Create(r.Context(), store.NewToken{
-		Owner:       s.mailbox(),
+		Owner:       s.Mailbox(),
+		Creator:     s.Subject,
 		Label:       f.Label,
-		Senders:     f.Senders,
+		Senders:     senders,
 		ExpiresAt:   f.Until,
-		CreatedFrom: remoteIP(r),
+		CreatedFrom: a.remoteIP(r),
 	})
 	switch {
 	case errors.Is(err, store.ErrTooMany):
@@ -218,7 +251,7 @@ func (a *app) confirmToken(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, http.StatusInternalServerError, "The token could not be created. Please try again.")
 		return
 	}
-	a.log.Info("web: token created", "id", t.ID, "owner", t.Owner, "label", t.Label, "senders", t.Senders, "expires", t.ExpiresAt, "remote", remoteIP(r))
+	a.log.Info("audit: token created", "by", s.Subject, "via", "web", "id", t.ID, "owner", t.Owner, "label", t.Label, "senders", t.Senders, "expires", t.ExpiresAt, "remote", a.remoteIP(r))
 	a.render(w, r, http.StatusOK, "created", page{Session: s, Created: &createdToken{secret, t}, Settings: a.settings()})
 }
 
@@ -229,7 +262,7 @@ func (a *app) revoke(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	id := chi.URLParam(r, "id")
-	err := a.cfg.Store.Revoke(r.Context(), s.mailbox(), id)
+	err := a.cfg.Store.RevokeOwned(r.Context(), s.Mailbox(), id, s.Subject)
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 		a.fail(w, r, http.StatusNotFound, "There is no such token.")
@@ -239,7 +272,7 @@ func (a *app) revoke(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, http.StatusInternalServerError, "The token could not be revoked. Please try again.")
 		return
 	}
-	a.log.Info("web: token revoked", "id", id, "owner", s.mailbox(), "remote", remoteIP(r))
+	a.log.Info("audit: token revoked", "by", s.Subject, "via", "web", "id", id, "owner", s.mailbox(), "remote", a.remoteIP(r))
 	http.Redirect(w, r, "/tokens", http.StatusSeeOther)
 }
 
@@ -249,12 +282,12 @@ func (a *app) revokeAll(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, http.StatusUnauthorized, "Your session has ended. Please sign in again.")
 		return
 	}
-	n, err := a.cfg.Store.RevokeAll(r.Context(), s.mailbox())
+	n, err := a.cfg.Store.RevokeAllOwned(r.Context(), s.Mailbox(), s.Subject, false)
 	if err != nil {
 		a.log.Error("web: revoke all tokens", "err", err)
 		a.fail(w, r, http.StatusInternalServerError, "The tokens could not be revoked. Please try again.")
 		return
 	}
-	a.log.Info("web: all tokens revoked", "owner", s.mailbox(), "count", n, "remote", remoteIP(r))
+	a.log.Info("audit: all tokens revoked", "by", s.Subject, "via", "web", "owner", s.mailbox(), "count", n, "remote", a.remoteIP(r))
 	http.Redirect(w, r, "/tokens", http.StatusSeeOther)
 }

@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/cdproto/cdp"
+	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/chromedp"
 
 	"github.com/smtpgate/smtpgate/oidc/devprovider"
@@ -40,6 +42,7 @@ type appTokenEnv struct {
 	web     string // the web app's base URL
 	issuer  string
 	config  string // the config file, for the token subcommands
+	db      string // the SQLite file
 	maildir string
 	idp     *devprovider.Provider
 }
@@ -75,8 +78,10 @@ func startAppTokenEnv(t *testing.T, more ...string) *appTokenEnv {
 		}},
 		Clients: []devprovider.Client{{
 			ID: webClientID, Secret: webClientSecret, RedirectURIs: []string{webURL + "/auth/callback"},
+			PostLogoutRedirectURIs: []string{webURL + "/"},
 		}},
 		AllowInsecure: true,
+		SSO:           true,
 		Logger:        slog.New(slog.NewTextHandler(t.Output(), nil)),
 	})
 	if err != nil {
@@ -100,7 +105,7 @@ web: {listen: %s, base_url: %s, client_id: %s, client_secret_file: %s}`,
 		extra += "\n" + m
 	}
 	gw := startGateway(t, issuer, extra)
-	return &appTokenEnv{gw: gw, web: webURL, issuer: issuer, config: filepath.Join(gw.dir, "smtpgate.yaml"), maildir: maildir, idp: p}
+	return &appTokenEnv{gw: gw, web: webURL, issuer: issuer, config: filepath.Join(gw.dir, "smtpgate.yaml"), db: filepath.Join(dir, "smtpgate.db"), maildir: maildir, idp: p}
 }
 
 // A browser is one headless Chromium tab.
@@ -371,12 +376,44 @@ func TestBrowserAppTokens(t *testing.T) {
 	}
 	notDelivered(t, e.maildir, msgID)
 
-	// Sign out: the token list is gone with the session.
+	// Keep a copy of the session cookie, as someone at this computer could.
+	cookies := run1(b, "read the cookies", func(ctx context.Context, tg *chromedp.Target) ([]*network.Cookie, error) {
+		res, err := cdp.Call(ctx, tg, network.GetCookies, network.GetCookiesParams{URLs: []string{web + "/"}})
+		return res.Cookies, err
+	})
+	var copied *network.Cookie
+	for _, c := range cookies {
+		if c.Name == "smtpgate-session" {
+			copied = c
+		}
+	}
+	if copied == nil {
+		b.fatalf("no session cookie among %d cookies", len(cookies))
+	}
+
+	// Sign out: through the provider's end_session_endpoint back to the
+	// start page; the token list is gone with the session.
 	b.load(`click "Sign out"`, web+"/", 200, chromedp.Click(chromedp.CSS(`header form[action="/logout"] button`)))
 	b.load("open /tokens signed out", web+"/", 200, chromedp.Navigate(web+"/tokens"))
 	if got := b.text("body"); strings.Contains(got, "Signed in as") || !strings.Contains(got, "Sign in") {
 		t.Errorf("start page after sign-out = %q, want a Sign in link and nobody signed in", got)
 	}
+
+	// The copied cookie, put back, opens nothing: the session record is gone.
+	b.do("put the copied session cookie back", func(ctx context.Context, tg *chromedp.Target) (chromedp.Void, error) {
+		_, err := cdp.Call(ctx, tg, network.SetCookie, network.SetCookieParams{Name: copied.Name, Value: copied.Value, URL: web + "/"})
+		return chromedp.Void{}, err
+	})
+	b.load("open /tokens with the replayed cookie", web+"/", 200, chromedp.Navigate(web+"/tokens"))
+	if got := b.text("body"); strings.Contains(got, "Signed in as") {
+		t.Errorf("the replayed cookie signed the browser in: %q", got)
+	}
+	// The provider's session ended too: "Sign in" asks for the password.
+	b.load(`click "Sign in" after signing out`, e.issuer+"/login", 200, chromedp.Click(chromedp.CSS(`main a[href="/login"]`)))
+	if n := run1(b, "password fields", chromedp.Evaluate[int](`document.querySelectorAll('input[type=password]').length`)); n != 1 {
+		t.Errorf("after sign-out the provider shows %d password fields, want its login form", n)
+	}
+	b.screenshot("5-signed-out-provider-asks")
 }
 
 // TestAppTokenCLI administers app tokens with "smtpgate token" while serve
@@ -405,8 +442,16 @@ func TestAppTokenCLI(t *testing.T) {
 			t.Fatal(err)
 		}
 		expires := time.Now().Add(7 * 24 * time.Hour).UTC().Format("2006-01-02")
-		if want := "created token " + id + " for " + aliceAddr + ", may send as " + aliceAddr + ", expires " + expires; !strings.HasPrefix(info, want) {
+		if want := "\ncreated token " + id + " for " + aliceAddr + ", may send as " + aliceAddr + ", expires " + expires; !strings.Contains(info, want) {
+			t.Errorf("token create said %q, want %q", info, want)
+		}
+		// It names the database it worked on, and logs an audit line
+		// with who and which token, never the secret.
+		if want := "store: sqlite " + e.db + "\n"; !strings.HasPrefix(info, want) {
 			t.Errorf("token create said %q, want it to start %q", info, want)
+		}
+		if !strings.Contains(info, `msg="audit: token created" by=cli:`) || !strings.Contains(info, "id="+id) || strings.Contains(info, secret) {
+			t.Errorf("token create's audit line is missing or holds the secret: %q", info)
 		}
 		return secret, id
 	}

@@ -14,19 +14,26 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"math/big"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
-	"text/template"
 	"time"
 
+	"go.yaml.in/yaml/v3"
+
+	"github.com/smtpgate/smtpgate/clientsetup"
+	"github.com/smtpgate/smtpgate/mailaddr"
 	"github.com/smtpgate/smtpgate/oidc/devprovider"
 	"github.com/smtpgate/smtpgate/outbox"
 	"github.com/smtpgate/smtpgate/store"
+	"github.com/smtpgate/smtpgate/web"
 )
 
 // devAddrs are the loopback addresses "smtpgate dev" uses, one flag each.
@@ -62,7 +69,8 @@ func devCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	fs := flag.NewFlagSet("dev", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	dir := fs.String("data", "smtpgate-dev", "the `directory` that keeps state across restarts")
-	reset := fs.Bool("reset", false, "wipe the data directory first")
+	reset := fs.Bool("reset", false, "delete what dev made in the data directory first (refused if it holds anything else)")
+	allowNonLoopback := fs.Bool("allow-non-loopback", false, "allow addresses other than loopback ones (the provider has a known password, the Outbox shows every message)")
 	printConfig := fs.Bool("print-config", false, "print the equivalent YAML config and exit")
 	a := defaultDevAddrs()
 	fs.StringVar(&a.Submission, "submission", a.Submission, "SMTP submission (STARTTLS) `address`")
@@ -84,10 +92,18 @@ func devCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		_, err := io.WriteString(stdout, yaml)
 		return err
 	}
+	if !*allowNonLoopback {
+		if err := a.checkLoopback(); err != nil {
+			return err
+		}
+	}
 	if *reset {
 		if err := resetDataDir(*dir); err != nil {
 			return err
 		}
+	}
+	if err := checkDataDir(*dir); err != nil {
+		return err
 	}
 	if err := prepareDataDir(*dir); err != nil {
 		return err
@@ -100,6 +116,9 @@ func devCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err != nil {
 		return err
 	}
+	// The Outbox pages are mounted here and only here: no configuration
+	// key can expose them on a production server.
+	cfg.outboxDir = filepath.Join(*dir, "outbox")
 	log := newLogger(stderr, cfg.Log)
 
 	// The gateway's own listeners are opened by serve; checking them here
@@ -111,7 +130,7 @@ func devCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		}
 		l.Close()
 	}
-	idp, err := startDevIdP(*dir, a, log)
+	idp, err := startDevIdP(*dir, a, *allowNonLoopback, log)
 	if err != nil {
 		return err
 	}
@@ -135,68 +154,131 @@ func devCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	})
 }
 
-func devConfig(dir string, a devAddrs) (string, error) {
-	t := template.Must(template.New("").Parse(devConfigTemplate))
-	var b strings.Builder
-	err := t.Execute(&b, struct {
-		Dir string
-		devAddrs
-	}{dir, a})
-	return b.String(), err
+// checkLoopback refuses addresses other than loopback ones: the
+// provider's password is printed and the Outbox shows every message.
+func (a devAddrs) checkLoopback() error {
+	var errs []error
+	for _, f := range []struct{ flag, addr string }{{"-submission", a.Submission}, {"-submissions", a.Submissions}, {"-web", a.Web}, {"-idp", a.IdP}, {"-upstream", a.Upstream}} {
+		host, _, err := net.SplitHostPort(f.addr)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("dev: %s %q: %w", f.flag, f.addr, err))
+			continue
+		}
+		if ip, err := netip.ParseAddr(host); host != "localhost" && (err != nil || !ip.IsLoopback()) {
+			errs = append(errs, fmt.Errorf("dev: %s %s is not a loopback address; dev mode has a known password and shows every message, so it listens on loopback only (pass -allow-non-loopback to override)", f.flag, f.addr))
+		}
+	}
+	return errors.Join(errs...)
 }
 
-// devConfigTemplate is dev mode's whole configuration: edit the printed
-// copy to move to a real deployment.
-const devConfigTemplate = `# smtpgate dev: everything on loopback. For production, point oidc at your
-# IdP, upstream at your MTA, and give smtp.tls a real certificate.
-smtp:
-  hostname: localhost
-  submission: "{{.Submission}}"
-  submissions: "{{.Submissions}}"
-  tls:
-    cert_file: {{.Dir}}/tls.crt
-    key_file: {{.Dir}}/tls.key
-oidc:
-  issuers:
-    - issuer: http://{{.IdP}}
-      audiences: [smtp-gateway]
-      aliases_claim: aliases
-upstream:
-  addr: "{{.Upstream}}"
-  tls: none
-store:
-  driver: sqlite
-  dsn: {{.Dir}}/smtpgate.db
-tokens:
-  key_file: {{.Dir}}/token.key
-web:
-  listen: "{{.Web}}"
-  base_url: http://{{.Web}}
-  client_id: smtpgate-web
-  client_secret_file: {{.Dir}}/web-client-secret
-  outbox_dir: {{.Dir}}/outbox
-# Thunderbird's autoconfig for the demo domain, and the generated add-on
-# for the development provider's "thunderbird" client.
-autoconfig:
-  domains: [example.com]
-thunderbird:
-  client_id: thunderbird
-  scopes: [openid, email, offline_access]
-log:
-  level: info
-  format: auto
-shutdown_timeout: 10s
-`
+// devConfig is dev mode's whole configuration, built as a value and
+// marshalled: edit the printed copy to move to a real deployment. Paths
+// are relative to the config file, which dev writes into dir.
+func devConfig(dir string, a devAddrs) (string, error) {
+	cfg := Config{
+		SMTP: SMTPConfig{
+			Hostname:    "localhost",
+			Submission:  strp(a.Submission),
+			Submissions: strp(a.Submissions),
+			TLS:         TLSFiles{CertFile: "tls.crt", KeyFile: "tls.key"},
+		},
+		OIDC: OIDCConfig{Issuers: []IssuerConfig{{
+			Issuer: "http://" + a.IdP, Audiences: []string{devprovider.DefaultAudience}, AliasesClaim: "aliases",
+		}}},
+		Upstream: UpstreamConfig{Addr: a.Upstream, TLS: "none"},
+		Store:    StoreConfig{Driver: "sqlite", DSN: "smtpgate.db"},
+		Tokens:   TokensConfig{KeyFile: "token.key"},
+		Web: WebConfig{
+			Listen: a.Web, BaseURL: "http://" + a.Web, ClientID: "smtpgate-web", ClientSecretFile: "web-client-secret",
+		},
+		// Thunderbird's autoconfig for the demo domain, and the generated
+		// add-on for the development provider's "thunderbird" client.
+		Autoconfig:      clientsetup.Autoconfig{Domains: []string{"example.com"}},
+		Thunderbird:     clientsetup.Thunderbird{ClientID: "thunderbird", Scopes: []string{"openid", "email", "offline_access"}},
+		Log:             LogConfig{Level: "info", Format: "auto"},
+		ShutdownTimeout: 10 * time.Second,
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "# smtpgate dev: everything on loopback; paths are relative to this file,\n"+
+		"# which dev keeps in %s/. For production, point oidc at your IdP,\n"+
+		"# upstream at your MTA, and give smtp.tls a real certificate.\n", dir)
+	enc := yaml.NewEncoder(&b)
+	enc.SetIndent(2)
+	if err := enc.Encode(&cfg); err != nil {
+		return "", fmt.Errorf("dev: config: %w", err)
+	}
+	return b.String(), enc.Close()
+}
 
-// resetDataDir wipes dir, but only if it is a dev data directory.
-func resetDataDir(dir string) error {
-	if _, err := os.Stat(dir); errors.Is(err, os.ErrNotExist) {
+// devFiles are the names dev makes in its data directory: -reset deletes
+// these and nothing else.
+var devFiles = []string{
+	devMarker, "smtpgate.yaml", "tls.crt", "tls.key", "idp.key", "web-client-secret", "hello.eml",
+	"demo-app-token", "token.key", "smtpgate.db", "smtpgate.db-wal", "smtpgate.db-shm", "smtpgate.db-journal", "outbox",
+}
+
+func isDevFile(name string) bool {
+	return slices.Contains(devFiles, name) || strings.HasPrefix(name, ".key-") && strings.HasSuffix(name, ".tmp")
+}
+
+// checkDataDir accepts a missing or empty directory, or one dev made.
+func checkDataDir(dir string) error {
+	ents, err := os.ReadDir(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("dev: -data: %w", err)
+	}
+	if len(ents) == 0 {
 		return nil
 	}
 	if _, err := os.Stat(filepath.Join(dir, devMarker)); err != nil {
-		return fmt.Errorf("dev: -reset: %s does not look like a smtpgate dev directory (no %s); not wiping it", dir, devMarker)
+		return fmt.Errorf("dev: -data %s is not empty and smtpgate dev did not make it (no %s): use a new or empty directory", dir, devMarker)
 	}
-	return os.RemoveAll(dir)
+	return nil
+}
+
+// resetDataDir deletes what dev made in dir, and dir if it is then
+// empty. It deletes nothing if dir was not made by dev or holds anything
+// dev did not make.
+func resetDataDir(dir string) error {
+	ents, err := os.ReadDir(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("dev: -reset: %w", err)
+	}
+	if len(ents) == 0 {
+		return nil
+	}
+	if _, err := os.Stat(filepath.Join(dir, devMarker)); err != nil {
+		return fmt.Errorf("dev: -reset: %s does not look like a smtpgate dev directory (no %s); not deleting anything", dir, devMarker)
+	}
+	var foreign []string
+	for _, e := range ents {
+		if !isDevFile(e.Name()) {
+			foreign = append(foreign, e.Name())
+		}
+	}
+	if len(foreign) > 0 {
+		return fmt.Errorf("dev: -reset: %s holds %s, which smtpgate dev did not make; not deleting anything (move them away first)", dir, strings.Join(foreign, ", "))
+	}
+	var errs []error
+	for _, e := range ents {
+		if e.Name() != devMarker {
+			errs = append(errs, os.RemoveAll(filepath.Join(dir, e.Name())))
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("dev: -reset: %w", err)
+	}
+	// The marker goes last, so an interrupted reset can be run again.
+	if err := os.Remove(filepath.Join(dir, devMarker)); err != nil {
+		return fmt.Errorf("dev: -reset: %w", err)
+	}
+	return os.Remove(dir)
 }
 
 // prepareDataDir creates what the config names: the certificate, the
@@ -248,7 +330,7 @@ func ensureFile(path string, make func() ([]byte, error)) error {
 // renewing it when it has expired.
 func ensureCert(dir string) error {
 	certFile, keyFile := filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key")
-	if c, err := tls.LoadX509KeyPair(certFile, keyFile); err == nil && time.Now().Before(c.Leaf.NotAfter.Add(-24*time.Hour)) {
+	if c, err := tls.LoadX509KeyPair(certFile, keyFile); err == nil && !c.Leaf.IsCA && time.Now().Before(c.Leaf.NotAfter.Add(-24*time.Hour)) {
 		return nil
 	}
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
@@ -257,16 +339,18 @@ func ensureCert(dir string) error {
 	}
 	serial, _ := rand.Int(rand.Reader, big.NewInt(1<<62))
 	tmpl := &x509.Certificate{
-		SerialNumber:          serial,
-		Subject:               pkix.Name{CommonName: "localhost", Organization: []string{"smtpgate dev"}},
-		DNSNames:              []string{"localhost"},
-		IPAddresses:           []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(365 * 24 * time.Hour),
-		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
+		SerialNumber: serial,
+		Subject:      pkix.Name{CommonName: "localhost", Organization: []string{"smtpgate dev"}},
+		DNSNames:     []string{"localhost"},
+		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(365 * 24 * time.Hour),
+		// A self-signed leaf, not a CA: trusting it (curl --cacert)
+		// trusts this one certificate, not whatever a stolen key signs.
+		KeyUsage:              x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
 		BasicConstraintsValid: true,
-		IsCA:                  true,
+		IsCA:                  false,
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
 	if err != nil {
@@ -293,7 +377,7 @@ func (d *devIdP) close() {
 	d.srv.Shutdown(ctx)
 }
 
-func startDevIdP(dir string, a devAddrs, log *slog.Logger) (*devIdP, error) {
+func startDevIdP(dir string, a devAddrs, allowNonLoopback bool, log *slog.Logger) (*devIdP, error) {
 	b, err := os.ReadFile(filepath.Join(dir, "idp.key"))
 	if err != nil {
 		return nil, fmt.Errorf("dev: %w", err)
@@ -318,14 +402,19 @@ func startDevIdP(dir string, a devAddrs, log *slog.Logger) (*devIdP, error) {
 			Name: "Alice Example", Aliases: []string{devAlias},
 		}},
 		Clients: []devprovider.Client{
-			{ID: "smtpgate-web", Secret: strings.TrimSpace(string(secret)), RedirectURIs: []string{"http://" + a.Web + "/auth/callback"}},
+			{ID: "smtpgate-web", Secret: strings.TrimSpace(string(secret)), RedirectURIs: []string{"http://" + a.Web + "/auth/callback"},
+				PostLogoutRedirectURIs: []string{"http://" + a.Web + "/"}},
 			// Thunderbird and other native apps: any port on loopback
 			// (RFC 8252 section 7.3).
 			{ID: "thunderbird", RedirectURIs: []string{"http://localhost", "http://127.0.0.1"}, Scopes: []string{"openid", "email", "profile", "offline_access", "smtp.send"}},
 		},
-		SigningKey:    key,
-		AllowInsecure: true,
-		Logger:        log,
+		SigningKey:       key,
+		AllowInsecure:    true,
+		ForceNonLoopback: allowNonLoopback,
+		// Like a real provider: a login session that prompt=login and
+		// max_age see through, and that signing out ends.
+		SSO:    true,
+		Logger: log,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("dev: identity provider: %w", err)
@@ -334,7 +423,7 @@ func startDevIdP(dir string, a devAddrs, log *slog.Logger) (*devIdP, error) {
 	if err != nil {
 		return nil, fmt.Errorf("dev: -idp %s: %w (pass -idp ADDR to use another)", a.IdP, err)
 	}
-	srv := &http.Server{Handler: p.Handler(), ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)}
+	srv := web.NewServer(p.Handler(), web.ServerLimits{}, log)
 	go srv.Serve(l)
 	log.Info("listening", "listener", "idp", "addr", l.Addr().String())
 	return &devIdP{p, srv}, nil
@@ -358,7 +447,7 @@ func startOutbox(dir, addr string, log *slog.Logger) (*outbox.Server, error) {
 // directory (dev mode only: a real one is never stored in clear) and made
 // anew when it is gone, revoked or expired.
 func demoAppToken(ctx context.Context, cfg *Config, dir string, log *slog.Logger) (string, error) {
-	st, _, err := openStore(ctx, cfg, log)
+	st, _, err := openStore(ctx, cfg, log, storeServe)
 	if err != nil {
 		return "", err
 	}
@@ -373,7 +462,8 @@ func demoAppToken(ctx context.Context, cfg *Config, dir string, log *slog.Logger
 		}
 	}
 	tok, _, err := st.Create(ctx, store.NewToken{
-		Owner: devMailbox, Label: "smtpgate dev demo", Senders: []string{devMailbox, devAlias},
+		Owner: mailaddr.MustParse(devMailbox), Creator: "dev", Label: "smtpgate dev demo",
+		Senders:   []mailaddr.Address{mailaddr.MustParse(devMailbox), mailaddr.MustParse(devAlias)},
 		ExpiresAt: time.Now().Add(cfg.Tokens.DefaultTTL), CreatedFrom: "dev",
 	})
 	if err != nil {

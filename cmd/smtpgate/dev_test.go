@@ -3,6 +3,8 @@ package main
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"io"
 	"net"
 	"net/http"
@@ -236,8 +238,84 @@ func TestDevPrintConfig(t *testing.T) {
 			t.Errorf("the printed config does not load: %v", e)
 		}
 	}
-	if !strings.Contains(out.String(), "outbox_dir: /srv/smtpgate-dev/outbox") {
+	// Paths are relative to the config file, and no key mounts the Outbox.
+	if !strings.Contains(out.String(), "which dev keeps in /srv/smtpgate-dev/") || !strings.Contains(out.String(), "dsn: smtpgate.db") || strings.Contains(out.String(), "outbox") {
 		t.Errorf("printed config:\n%s", out.String())
+	}
+}
+
+// TestDevSafety: dev mode refuses a foreign -data directory, -reset
+// deletes nothing when the directory holds a file dev did not make, and
+// every address must be loopback unless -allow-non-loopback.
+func TestDevSafety(t *testing.T) {
+	addrs := func(web string) []string {
+		return []string{"-submission", freeAddr(t), "-submissions", freeAddr(t), "-web", web, "-idp", freeAddr(t), "-upstream", freeAddr(t)}
+	}
+	dev := func(args ...string) error {
+		ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+		defer cancel()
+		return run(ctx, append([]string{"dev"}, args...), io.Discard, io.Discard)
+	}
+
+	foreign := t.TempDir()
+	os.WriteFile(filepath.Join(foreign, "thesis.tex"), []byte("years of work"), 0o600)
+	for _, flags := range [][]string{{"-data", foreign}, {"-data", foreign, "-reset"}} {
+		err := dev(append(flags, addrs(freeAddr(t))...)...)
+		if err == nil || !strings.Contains(err.Error(), "did not make") && !strings.Contains(err.Error(), "does not look like") {
+			t.Errorf("dev %v on a foreign directory = %v, want a refusal", flags, err)
+		}
+		if _, err := os.Stat(filepath.Join(foreign, "thesis.tex")); err != nil {
+			t.Fatalf("dev %v deleted a foreign file: %v", flags, err)
+		}
+		if ents, _ := os.ReadDir(foreign); len(ents) != 1 {
+			t.Errorf("dev %v wrote into a foreign directory: %d entries", flags, len(ents))
+		}
+	}
+
+	// A dev directory with a foreign file in it: -reset deletes nothing.
+	dir := filepath.Join(t.TempDir(), "state")
+	if err := prepareDataDir(dir); err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(dir, "notes.txt"), []byte("mine"), 0o600)
+	before, _ := os.ReadDir(dir)
+	err := dev(append([]string{"-data", dir, "-reset"}, addrs(freeAddr(t))...)...)
+	if err == nil || !strings.Contains(err.Error(), "notes.txt") || !strings.Contains(err.Error(), "not deleting anything") {
+		t.Errorf("dev -reset with a foreign file = %v, want a refusal naming it", err)
+	}
+	if after, _ := os.ReadDir(dir); len(after) != len(before) {
+		t.Errorf("dev -reset deleted %d files despite refusing", len(before)-len(after))
+	}
+	// Without the foreign file, -reset deletes the directory dev made.
+	os.Remove(filepath.Join(dir, "notes.txt"))
+	if err := resetDataDir(dir); err != nil {
+		t.Fatalf("resetDataDir = %v", err)
+	}
+	if _, err := os.Stat(dir); !os.IsNotExist(err) {
+		t.Errorf("after -reset %s still exists: %v", dir, err)
+	}
+
+	for _, web := range []string{"0.0.0.0:0", "[::]:0", "192.0.2.1:8080"} {
+		err := dev(append([]string{"-data", t.TempDir()}, addrs(web)...)...)
+		if err == nil || !strings.Contains(err.Error(), "-web "+web+" is not a loopback address") || !strings.Contains(err.Error(), "-allow-non-loopback") {
+			t.Errorf("dev -web %s = %v, want a refusal", web, err)
+		}
+	}
+}
+
+// TestDevCertIsLeaf: trusting the dev certificate trusts that one
+// certificate, not a CA that could sign for any name.
+func TestDevCertIsLeaf(t *testing.T) {
+	dir := t.TempDir()
+	if err := ensureCert(dir); err != nil {
+		t.Fatal(err)
+	}
+	c, err := tls.LoadX509KeyPair(filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Leaf.IsCA || c.Leaf.KeyUsage&x509.KeyUsageCertSign != 0 {
+		t.Errorf("dev certificate: IsCA %v, key usage %b; want a leaf that cannot sign certificates", c.Leaf.IsCA, c.Leaf.KeyUsage)
 	}
 }
 

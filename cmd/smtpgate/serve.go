@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"net"
 	"net/http"
@@ -33,7 +34,7 @@ func serve(ctx context.Context, cfg *Config, stderr io.Writer, ready func()) err
 		key []byte
 	)
 	if cfg.appTokens() {
-		st, key, err = openStore(ctx, cfg, log)
+		st, key, err = openStore(ctx, cfg, log, storeServe)
 		if err != nil {
 			return err
 		}
@@ -81,17 +82,14 @@ func serve(ctx context.Context, cfg *Config, stderr io.Writer, ready func()) err
 	}
 	var httpSrv *http.Server
 	if cfg.Web.Listen != "" {
-		wc := webConfig(cfg, st, key, log)
+		wc := cfg.webSettings()
+		wc.Store, wc.Key, wc.Logger = st, key, log
 		setupWebConfig(&wc, cfg, v)
 		h, err := web.New(wc)
 		if err != nil {
 			return err
 		}
-		httpSrv = &http.Server{
-			Handler:           h,
-			ReadHeaderTimeout: 10 * time.Second,
-			ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
-		}
+		httpSrv = web.NewServer(h, web.ServerLimits{}, log)
 		if err := listen("web", cfg.Web.Listen, func(l net.Listener) error {
 			if err := httpSrv.Serve(l); !errors.Is(err, http.ErrServerClosed) {
 				return err
@@ -132,9 +130,28 @@ func serve(ctx context.Context, cfg *Config, stderr io.Writer, ready func()) err
 	return nil
 }
 
-func openStore(ctx context.Context, cfg *Config, log *slog.Logger) (*store.Store, []byte, error) {
-	key, err := store.LoadKey(cfg.Tokens.KeyFile)
-	if err != nil {
+// How openStore opens the store.
+type storeMode int
+
+const (
+	storeServe storeMode = iota // may create the database and, for a new store, the key
+	storeAdmin                  // the CLI: creates nothing
+	storeList                   // the CLI's list: creates nothing, opens read-only
+)
+
+// openStore loads the token key and opens the store. Only serve creates
+// anything: a new key is written (temp file, then linked into place) only
+// after the store accepted it, which it does only if it holds no tokens
+// made with another key.
+func openStore(ctx context.Context, cfg *Config, log *slog.Logger, mode storeMode) (*store.Store, []byte, error) {
+	key, err := store.ReadKey(cfg.Tokens.KeyFile)
+	missing := errors.Is(err, fs.ErrNotExist)
+	switch {
+	case missing && mode != storeServe:
+		return nil, nil, fmt.Errorf("tokens.key_file %s does not exist; the CLI never creates one (serve does, on first start): check -config", cfg.Tokens.KeyFile)
+	case missing:
+		key = store.NewKey()
+	case err != nil:
 		return nil, nil, fmt.Errorf("tokens.key_file: %w", err)
 	}
 	st, err := store.Open(ctx, cfg.Store.Driver, cfg.Store.DSN, store.Options{
@@ -142,34 +159,47 @@ func openStore(ctx context.Context, cfg *Config, log *slog.Logger) (*store.Store
 		Key:            key,
 		MaxLivePerUser: cfg.Tokens.MaxPerUser,
 		Logger:         log,
+		MustExist:      mode != storeServe,
+		ReadOnly:       mode == storeList,
 	})
+	if errors.Is(err, store.ErrKeyMismatch) && missing {
+		return nil, nil, fmt.Errorf("tokens.key_file %s is missing and the database holds app tokens: restore the key file from your backup (a new key would silently invalidate every token): %w", cfg.Tokens.KeyFile, err)
+	}
 	if err != nil {
 		return nil, nil, fmt.Errorf("open store: %w", err)
+	}
+	if missing {
+		if err := store.WriteKey(cfg.Tokens.KeyFile, key); err != nil {
+			st.Close()
+			return nil, nil, fmt.Errorf("tokens.key_file: %w", err)
+		}
+		log.Warn("created a new token key", "file", cfg.Tokens.KeyFile, "fingerprint", store.KeyFingerprint(key))
 	}
 	return st, key, nil
 }
 
-func webConfig(cfg *Config, st *store.Store, key []byte, log *slog.Logger) web.Config {
-	is := cfg.webIssuer()
+// webSettings is the web app's config from the file, without the
+// runtime parts (store, key, logger) that serve adds.
+func (c *Config) webSettings() web.Config {
 	wc := web.Config{
-		BaseURL:         cfg.Web.BaseURL,
-		Issuer:          is.Issuer,
-		ClientID:        cfg.Web.ClientID,
-		ClientSecret:    cfg.clientSecret,
-		IdentityClaim:   is.IdentityClaim,
-		AliasesClaim:    is.AliasesClaim,
-		Store:           st,
-		Key:             key,
-		SessionTTL:      cfg.Web.SessionTTL,
-		ReauthAge:       cfg.Web.ReauthAge,
-		TokenDefaultTTL: cfg.Tokens.DefaultTTL,
-		TokenMaxTTL:     cfg.Tokens.MaxTTL,
-		SMTPHost:        cfg.SMTP.Hostname,
-		OutboxDir:       cfg.Web.OutboxDir,
-		Logger:          log,
+		BaseURL:         c.Web.BaseURL,
+		Issuer:          c.Web.Issuer,
+		ClientID:        c.Web.ClientID,
+		ClientSecret:    c.clientSecret,
+		SessionTTL:      c.Web.SessionTTL,
+		ReauthAge:       c.Web.ReauthAge,
+		RequiredACR:     c.Web.RequiredACR,
+		TrustedProxies:  c.proxies,
+		TokenDefaultTTL: c.Tokens.DefaultTTL,
+		TokenMaxTTL:     c.Tokens.MaxTTL,
+		SMTPHost:        c.SMTP.Hostname,
+		OutboxDir:       c.outboxDir,
 	}
-	wc.SubmissionPort = port(*cfg.SMTP.Submission)
-	wc.SubmissionsPort = port(*cfg.SMTP.Submissions)
+	if is := c.webIssuer(); is != nil {
+		wc.IdentityClaim, wc.AliasesClaim = is.IdentityClaim, is.AliasesClaim
+	}
+	wc.SubmissionPort = port(*c.SMTP.Submission)
+	wc.SubmissionsPort = port(*c.SMTP.Submissions)
 	return wc
 }
 

@@ -7,11 +7,14 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
+	"os/user"
 	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
 
+	"github.com/smtpgate/smtpgate/mailaddr"
 	"github.com/smtpgate/smtpgate/store"
 )
 
@@ -63,16 +66,36 @@ func tokenCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if !cfg.appTokens() {
 		return errors.New("token: the config has no store (store.dsn)")
 	}
-	st, _, err := openStore(ctx, cfg, slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
+	// The CLI never creates a database or a key: a wrong -config or a
+	// wrong directory is an error, not a fresh empty store. list opens the
+	// database read-only, so it works where the admin may only read.
+	mode := storeAdmin
+	if sub == "list" {
+		mode = storeList
+	}
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	st, _, err := openStore(ctx, cfg, log, mode)
 	if err != nil {
 		return err
 	}
 	defer st.Close()
+	fmt.Fprintf(stderr, "store: %s\n", st.Describe())
+	admin := "cli:" + osUser()
+	var owner mailaddr.Address
+	if *user != "" {
+		if owner, err = mailaddr.Parse(*user); err != nil {
+			return fmt.Errorf("token %s: -user: %w", sub, err)
+		}
+	}
 
 	switch sub {
 	case "create":
-		if fs.NArg() > 0 || *user == "" || *label == "" {
+		if fs.NArg() > 0 || owner.IsZero() || *label == "" {
 			return errors.New("token create: -user and -label are required")
+		}
+		sendAs, err := mailaddr.ParseList(senders)
+		if err != nil {
+			return fmt.Errorf("token create: -sender: %w", err)
 		}
 		ttl := cfg.Tokens.DefaultTTL
 		if *expires != "" {
@@ -84,11 +107,12 @@ func tokenCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			return fmt.Errorf("token create: -expires %v exceeds tokens.max_ttl %v", ttl, cfg.Tokens.MaxTTL)
 		}
 		secret, t, err := st.Create(ctx, store.NewToken{
-			Owner: *user, Label: *label, Senders: senders, ExpiresAt: time.Now().Add(ttl), CreatedFrom: "cli",
+			Owner: owner, Creator: admin, Label: *label, Senders: sendAs, ExpiresAt: time.Now().Add(ttl), CreatedFrom: "cli",
 		})
 		if err != nil {
 			return fmt.Errorf("token create: %w", err)
 		}
+		log.Info("audit: token created", "by", admin, "via", "cli", "id", t.ID, "owner", t.Owner, "label", t.Label, "senders", t.Senders, "expires", t.ExpiresAt)
 		fmt.Fprintf(stderr, "created token %s for %s, may send as %s, expires %s; it is shown only now:\n",
 			t.ID, t.Owner, strings.Join(t.Senders, ", "), t.ExpiresAt.UTC().Format(time.RFC3339))
 		fmt.Fprintln(stdout, secret)
@@ -96,7 +120,12 @@ func tokenCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		if fs.NArg() > 0 {
 			return fmt.Errorf("token list: unexpected argument %q", fs.Arg(0))
 		}
-		list, err := st.List(ctx, strings.ToLower(*user))
+		var list []store.Token
+		if owner.IsZero() {
+			list, err = st.ListAll(ctx)
+		} else {
+			list, err = st.ListOwned(ctx, owner)
+		}
 		if err != nil {
 			return fmt.Errorf("token list: %w", err)
 		}
@@ -121,22 +150,52 @@ func tokenCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return tw.Flush()
 	case "revoke":
 		switch {
-		case *all && *user != "" && fs.NArg() == 0:
-			n, err := st.RevokeAll(ctx, strings.ToLower(*user))
+		case *all && !owner.IsZero() && fs.NArg() == 0:
+			n, err := st.RevokeAllOwned(ctx, owner, admin, true)
 			if err != nil {
 				return fmt.Errorf("token revoke: %w", err)
 			}
-			fmt.Fprintf(stdout, "revoked %d live token(s) of %s\n", n, *user)
+			// A person who leaves is signed out of the web app too.
+			ended, err := st.DeleteSessionsOfMailbox(ctx, owner)
+			if err != nil {
+				return fmt.Errorf("token revoke: end web sessions: %w", err)
+			}
+			log.Info("audit: all tokens revoked", "by", admin, "via", "cli", "owner", owner.String(), "count", n, "web_sessions_ended", ended)
+			if n == 0 {
+				return fmt.Errorf("token revoke: %s has no live tokens in %s (nothing revoked; check -user and -config)", owner, st.Describe())
+			}
+			fmt.Fprintf(stdout, "revoked %d live token(s) of %s\n", n, owner)
 		case !*all && fs.NArg() == 1:
-			if err := st.Revoke(ctx, strings.ToLower(*user), fs.Arg(0)); err != nil {
+			// Always an administrator's act; with -user, only if the
+			// token is that person's.
+			t, err := st.Get(ctx, fs.Arg(0))
+			if err == nil && !owner.IsZero() && t.Owner != owner.String() {
+				err = fmt.Errorf("%w: %s is not a token of %s", store.ErrNotFound, fs.Arg(0), owner)
+			}
+			if err == nil {
+				err = st.RevokeAsAdmin(ctx, fs.Arg(0), admin)
+			}
+			if err != nil {
 				return fmt.Errorf("token revoke: %w", err)
 			}
+			log.Info("audit: token revoked", "by", admin, "via", "cli", "id", t.ID, "owner", t.Owner)
 			fmt.Fprintf(stdout, "revoked %s\n", fs.Arg(0))
 		default:
 			return errors.New("token revoke: give one token ID, or -user ADDR -all")
 		}
 	}
 	return nil
+}
+
+// osUser names who runs the CLI, for the audit log and revoked_by.
+func osUser() string {
+	if u, err := user.Current(); err == nil && u.Username != "" {
+		return u.Username
+	}
+	if u := os.Getenv("USER"); u != "" {
+		return u
+	}
+	return "unknown"
 }
 
 // parseLifetime reads a duration that may also be given in days ("90d").

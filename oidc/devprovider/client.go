@@ -15,6 +15,7 @@ type client struct {
 	id           string
 	secret       string
 	redirectURIs []string
+	postLogout   []string
 	scopes       []string
 	loginURL     func(authRequestID string) string
 	idTokenTTL   time.Duration
@@ -34,6 +35,7 @@ func newClient(c Client, loginURL func(string) string, idTokenTTL time.Duration)
 		id:           c.ID,
 		secret:       c.Secret,
 		redirectURIs: slices.Clone(c.RedirectURIs),
+		postLogout:   slices.Clone(c.PostLogoutRedirectURIs),
 		scopes:       slices.Clone(c.Scopes),
 		loginURL:     loginURL,
 		idTokenTTL:   idTokenTTL,
@@ -123,7 +125,11 @@ func (c *client) RedirectURIs() []string {
 	return uris
 }
 
-func (c *client) PostLogoutRedirectURIs() []string { return c.RedirectURIs() }
+// PostLogoutRedirectURIs are Client.PostLogoutRedirectURIs and the
+// redirect URIs.
+func (c *client) PostLogoutRedirectURIs() []string {
+	return slices.Concat(c.postLogout, c.RedirectURIs())
+}
 
 // ApplicationType is native when a portless loopback or a private-use
 // scheme redirect URI is registered: zitadel accepts those for native

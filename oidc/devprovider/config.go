@@ -49,6 +49,9 @@ type Client struct {
 	// does not admit "http://127.0.0.1:1234". The same URIs are accepted as
 	// post_logout_redirect_uri at the end_session endpoint.
 	RedirectURIs []string
+	// PostLogoutRedirectURIs are accepted, besides RedirectURIs, as
+	// post_logout_redirect_uri at the end_session endpoint, exactly.
+	PostLogoutRedirectURIs []string
 	// Scopes the client may be granted. Requested scopes outside this list
 	// are dropped from the grant, as RFC 6749 section 3.3 allows. Default:
 	// "openid email profile offline_access". List custom scopes such as
@@ -78,6 +81,21 @@ type Config struct {
 	AllowInsecure bool
 	// ForceNonLoopback lets Listen bind addresses other than loopback ones.
 	ForceNonLoopback bool
+	// SSO keeps a login session in a browser cookie, as real providers
+	// do: an authorization whose browser signed in before skips the form
+	// and keeps the first auth_time, unless it asks for prompt=login or
+	// its max_age has passed (OpenID Connect Core 1.0 section 3.1.2.1).
+	// The end_session endpoint ends the user's login sessions.
+	SSO bool
+	// IgnoreReauth makes the SSO session answer even prompt=login and an
+	// exceeded max_age, as a provider that does not honour them: for
+	// testing that clients check auth_time themselves.
+	IgnoreReauth bool
+	// ACR is the "acr" claim of ID tokens; default none.
+	ACR string
+	// OmitAuthTime leaves auth_time out of ID tokens, as some providers
+	// do unless asked: for testing that clients require it.
+	OmitAuthTime bool
 	// Logger receives the provider's own log lines; default: discards.
 	// The zitadel library logs through slog's default logger.
 	Logger *slog.Logger

@@ -12,8 +12,10 @@
 // "aliases" claims the gateway reads.
 //
 // Users sign in on a plain HTML form with a username and password. There
-// is no consent screen and no login session: every authorization asks
-// again. Nothing here is fit for production use.
+// is no consent screen. With Config.SSO a login session in a cookie
+// answers later authorizations, honouring prompt=login and max_age;
+// without it every authorization asks again. Nothing here is fit for
+// production use.
 package devprovider
 
 import (
@@ -55,6 +57,8 @@ type Provider struct {
 	st               *storage
 	log              *slog.Logger
 	forceNonLoopback bool
+	sso              bool
+	ignoreReauth     bool
 	loginPage        *template.Template
 	handler          http.Handler
 }
@@ -78,6 +82,8 @@ func New(cfg Config) (*Provider, error) {
 		issuer:           cfg.Issuer,
 		log:              cfg.Logger,
 		forceNonLoopback: cfg.ForceNonLoopback,
+		sso:              cfg.SSO,
+		ignoreReauth:     cfg.IgnoreReauth,
 		loginPage:        page,
 	}
 	p.st = newStorage(cfg, key, func(id string) string {

@@ -36,7 +36,21 @@ func (p *Provider) serveLoginForm(w http.ResponseWriter, r *http.Request) {
 		p.renderStale(w, err)
 		return
 	}
+	if p.sso {
+		if c, err := r.Cookie(ssoCookie); err == nil && p.st.loginBySSO(id, c.Value, p.ignoreReauth) {
+			p.log.Info("devprovider: login by SSO session", "auth_request", id)
+			http.Redirect(w, r, p.callbackURL(id), http.StatusSeeOther)
+			return
+		}
+	}
 	p.render(w, http.StatusOK, p.formData(a.id, a.clientID, a.loginHint, ""))
+}
+
+// ssoCookie holds the login session when Config.SSO is set.
+const ssoCookie = "devprovider_sso"
+
+func (p *Provider) callbackURL(id string) string {
+	return strings.TrimSuffix(p.issuer, "/") + "/authorize/callback?" + url.Values{"id": {id}}.Encode()
 }
 
 // serveLogin checks the credentials. On success it sends the browser to
@@ -56,8 +70,14 @@ func (p *Provider) serveLogin(w http.ResponseWriter, r *http.Request) {
 	err := p.st.login(id, username, r.PostForm.Get("password"))
 	if err == nil {
 		p.log.Info("devprovider: login", "user", username, "auth_request", id)
-		callback := strings.TrimSuffix(p.issuer, "/") + "/authorize/callback?" + url.Values{"id": {id}}.Encode()
-		http.Redirect(w, r, callback, http.StatusSeeOther)
+		if p.sso {
+			if a, err := p.st.AuthRequestByID(r.Context(), id); err == nil {
+				ar, _ := a.(*authRequest)
+				v := p.st.newSSOSession(ar.subject, ar.authTime)
+				http.SetCookie(w, &http.Cookie{Name: ssoCookie, Value: v, Path: "/", HttpOnly: true, SameSite: http.SameSiteLaxMode})
+			}
+		}
+		http.Redirect(w, r, p.callbackURL(id), http.StatusSeeOther)
 		return
 	}
 	var msg string

@@ -22,6 +22,7 @@ import (
 const (
 	authRequestTTL = 30 * time.Minute // from /authorize to the code exchange
 	codeTTL        = 5 * time.Minute  // RFC 6749 section 4.1.2: "maximum of 10 minutes"
+	ssoTTL         = 24 * time.Hour   // a login session with Config.SSO
 )
 
 var (
@@ -46,6 +47,9 @@ type storage struct {
 	users         map[string]*user // by username
 	subjects      map[string]*user // by subject
 	authRequests  map[string]*authRequest
+	ssoSessions   map[string]ssoSession // cookie value → login session
+	acr           string
+	omitAuthTime  bool
 	codes         map[string]string // code → auth request ID
 	accessTokens  map[string]*accessToken
 	refreshTokens map[string]*refreshToken
@@ -75,10 +79,16 @@ type authRequest struct {
 	challenge    *oidc.CodeChallenge
 	loginHint    string
 
+	prompt []string
+	maxAge *uint // seconds; nil when not asked
+
+	omitAuthTime bool // Config.OmitAuthTime
+
 	// Set by the login form.
 	done     bool
 	subject  string
 	authTime time.Time
+	acr      string
 
 	// Set by the callback.
 	code     string
@@ -91,6 +101,11 @@ var _ op.LogAuthRequest = (*authRequest)(nil)
 func (a *authRequest) clone() *authRequest {
 	c := *a
 	c.scopes = slices.Clone(a.scopes)
+	c.prompt = slices.Clone(a.prompt)
+	if a.maxAge != nil {
+		m := *a.maxAge
+		c.maxAge = &m
+	}
 	if a.challenge != nil {
 		ch := *a.challenge
 		c.challenge = &ch
@@ -99,7 +114,7 @@ func (a *authRequest) clone() *authRequest {
 }
 
 func (a *authRequest) GetID() string  { return a.id }
-func (a *authRequest) GetACR() string { return "" }
+func (a *authRequest) GetACR() string { return a.acr }
 
 // GetAMR says "pwd": the user typed a password (RFC 8176 section 2).
 func (a *authRequest) GetAMR() []string {
@@ -111,8 +126,13 @@ func (a *authRequest) GetAMR() []string {
 
 // GetAudience is the ID token audience. Access tokens get Config.Audience
 // instead: see server.tokenResponse.
-func (a *authRequest) GetAudience() []string                 { return []string{a.clientID} }
-func (a *authRequest) GetAuthTime() time.Time                { return a.authTime }
+func (a *authRequest) GetAudience() []string { return []string{a.clientID} }
+func (a *authRequest) GetAuthTime() time.Time {
+	if a.omitAuthTime {
+		return time.Time{} // zitadel leaves a zero auth_time out
+	}
+	return a.authTime
+}
 func (a *authRequest) GetClientID() string                   { return a.clientID }
 func (a *authRequest) GetCodeChallenge() *oidc.CodeChallenge { return a.challenge }
 func (a *authRequest) GetNonce() string                      { return a.nonce }
@@ -188,6 +208,9 @@ func newStorage(cfg Config, key *signingKey, loginURL func(string) string) *stor
 		users:         make(map[string]*user, len(cfg.Users)),
 		subjects:      make(map[string]*user, len(cfg.Users)),
 		authRequests:  make(map[string]*authRequest),
+		ssoSessions:   make(map[string]ssoSession),
+		acr:           cfg.ACR,
+		omitAuthTime:  cfg.OmitAuthTime,
 		codes:         make(map[string]string),
 		accessTokens:  make(map[string]*accessToken),
 		refreshTokens: make(map[string]*refreshToken),
@@ -249,6 +272,12 @@ func (s *storage) CreateAuthRequest(_ context.Context, req *oidc.AuthRequest, us
 		responseType: req.ResponseType,
 		responseMode: req.ResponseMode,
 		loginHint:    req.LoginHint,
+		prompt:       slices.Clone(req.Prompt),
+		omitAuthTime: s.omitAuthTime,
+	}
+	if req.MaxAge != nil {
+		m := *req.MaxAge
+		a.maxAge = &m
 	}
 	if req.CodeChallenge != "" {
 		a.challenge = &oidc.CodeChallenge{Challenge: req.CodeChallenge, Method: req.CodeChallengeMethod}
@@ -351,6 +380,56 @@ func (s *storage) pendingAuthRequest(id string) (*authRequest, error) {
 	return a.clone(), nil
 }
 
+// ssoSession is a browser's login at the provider.
+type ssoSession struct {
+	subject  string
+	authTime time.Time
+}
+
+// newSSOSession records a login session and returns its cookie value.
+func (s *storage) newSSOSession(subject string, authTime time.Time) string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for k, o := range s.ssoSessions {
+		if time.Since(o.authTime) > ssoTTL {
+			delete(s.ssoSessions, k)
+		}
+	}
+	v := rand.Text()
+	s.ssoSessions[v] = ssoSession{subject, authTime}
+	return v
+}
+
+// loginBySSO completes auth request id with the login session named by
+// cookie, if there is one and the request lets it answer: no
+// prompt=login, and max_age not exceeded, unless ignoreReauth.
+func (s *storage) loginBySSO(id, cookie string, ignoreReauth bool) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := time.Now()
+	sso, ok := s.ssoSessions[cookie]
+	if !ok {
+		return false
+	}
+	a, err := s.authRequestLocked(id, now)
+	if err != nil || a.done {
+		return false
+	}
+	if _, err := s.activeUserLocked(sso.subject); err != nil {
+		return false
+	}
+	if !ignoreReauth {
+		if slices.Contains(a.prompt, oidc.PromptLogin) {
+			return false
+		}
+		if a.maxAge != nil && now.Sub(sso.authTime) > time.Duration(*a.maxAge)*time.Second {
+			return false
+		}
+	}
+	a.done, a.subject, a.authTime, a.acr = true, sso.subject, sso.authTime, s.acr
+	return true
+}
+
 // login checks a username and password for auth request id and, if they
 // are right, marks the request authenticated.
 func (s *storage) login(id, username, password string) error {
@@ -377,7 +456,7 @@ func (s *storage) login(id, username, password string) error {
 	if u.disabled {
 		return errUserDisabled
 	}
-	a.done, a.subject, a.authTime = true, u.Subject, now
+	a.done, a.subject, a.authTime, a.acr = true, u.Subject, now, s.acr
 	return nil
 }
 
@@ -593,6 +672,11 @@ func (s *storage) revokeGrantLocked(grant string) {
 func (s *storage) TerminateSession(_ context.Context, userID, clientID string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	for k, sso := range s.ssoSessions {
+		if sso.subject == userID {
+			delete(s.ssoSessions, k)
+		}
+	}
 	for _, rt := range s.refreshTokens {
 		if rt.subject == userID && (clientID == "" || rt.clientID == clientID) {
 			s.revokeGrantLocked(rt.grant)

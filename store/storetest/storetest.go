@@ -20,6 +20,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/smtpgate/smtpgate/mailaddr"
 	"github.com/smtpgate/smtpgate/store"
 )
 
@@ -61,6 +62,10 @@ func Run(t *testing.T, open OpenFunc) {
 		{"SecondStore", testSecondStore},
 		{"NoSecretInOutput", testNoSecretInOutput},
 		{"HTMLLabel", testHTMLLabel},
+		{"KelvinUsername", testKelvinUsername},
+		{"Ownership", testOwnership},
+		{"Sessions", testSessions},
+		{"ConsentNonce", testConsentNonce},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -130,7 +135,7 @@ func (e *env) store(mod func(*store.Options)) *store.Store {
 // create creates a token for owner that expires in a day.
 func (e *env) create(s *store.Store, owner, label string) (string, store.Token) {
 	e.t.Helper()
-	n := store.NewToken{Owner: owner, Label: label, CreatedFrom: "192.0.2.1", ExpiresAt: e.Now().Add(24 * time.Hour)}
+	n := store.NewToken{Owner: mailaddr.MustParse(owner), Creator: "test", Label: label, CreatedFrom: "192.0.2.1", ExpiresAt: e.Now().Add(24 * time.Hour)}
 	plain, tok, err := s.Create(e.t.Context(), n)
 	if err != nil {
 		e.t.Fatalf("Create(%+v) = %v", n, err)
@@ -180,6 +185,7 @@ func testRoundTrip(t *testing.T, e *env) {
 	want := store.Token{
 		ID:          created.ID,
 		Owner:       alice,
+		Creator:     "test",
 		Label:       "Apple Mail",
 		Senders:     []string{alice},
 		CreatedAt:   start(),
@@ -316,6 +322,137 @@ func testCaseInsensitiveUsername(t *testing.T, e *env) {
 	}
 }
 
+// The Kelvin sign (U+212A) folds to "k" under Unicode rules: the username
+// of a token must match its owner as an ASCII address, not a folded one.
+func testKelvinUsername(t *testing.T, e *env) {
+	s := e.store(nil)
+	plain, _ := e.create(s, "kevin@example.com", "kelvin")
+	_, err := s.Check(t.Context(), "\u212Aevin@example.com", plain, "192.0.2.1")
+	wantErr(t, "Check(Kelvin-sign username)", err, store.ErrInvalid)
+	if _, err := s.Check(t.Context(), "KEVIN@example.com", plain, "192.0.2.1"); err != nil {
+		t.Errorf("Check(ASCII upper case) = %v", err)
+	}
+}
+
+// The creator and who revoked are kept; an owner cannot revoke another's
+// token, and there is no "empty owner means admin" any more.
+func testOwnership(t *testing.T, e *env) {
+	s := e.store(nil)
+	_, tok := e.create(s, alice, "mine")
+	if tok.Creator != "test" {
+		t.Errorf("Creator = %q, want test", tok.Creator)
+	}
+	wantErr(t, "RevokeOwned(bob, alice's token)", s.RevokeOwned(t.Context(), mailaddr.MustParse(bob), tok.ID, "iss#bob"), store.ErrNotFound)
+	wantErr(t, "RevokeOwned(zero owner)", s.RevokeOwned(t.Context(), mailaddr.Address{}, tok.ID, "x"), store.ErrValidation)
+	if _, err := s.ListOwned(t.Context(), mailaddr.Address{}); !errors.Is(err, store.ErrValidation) {
+		t.Errorf("ListOwned(zero owner) = %v, want ErrValidation", err)
+	}
+	if err := s.RevokeOwned(t.Context(), mailaddr.MustParse(alice), tok.ID, "iss#alice"); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.Get(t.Context(), tok.ID)
+	if err != nil || got.RevokedBy != "owner:iss#alice" {
+		t.Errorf("RevokedBy = %q, %v; want owner:iss#alice", got.RevokedBy, err)
+	}
+	_, tok2 := e.create(s, bob, "theirs")
+	if err := s.RevokeAsAdmin(t.Context(), tok2.ID, "cli:root"); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := s.Get(t.Context(), tok2.ID); got.RevokedBy != "admin:cli:root" {
+		t.Errorf("RevokedBy = %q, want admin:cli:root", got.RevokedBy)
+	}
+}
+
+func testSessions(t *testing.T, e *env) {
+	s := e.store(nil)
+	ctx := t.Context()
+	mk := func(sub, box string) store.Session {
+		t.Helper()
+		sess, err := s.CreateSession(ctx, store.Session{Subject: sub, Mailbox: mailaddr.MustParse(box), Data: []byte(`{"x":1}`), ExpiresAt: e.Now().Add(time.Hour)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return sess
+	}
+	a1, a2, b1 := mk("iss#alice", alice), mk("iss#alice", alice), mk("iss#bob", bob)
+	if a1.ID == a2.ID || len(a1.ID) < 20 {
+		t.Fatalf("session IDs %q, %q: want distinct random IDs", a1.ID, a2.ID)
+	}
+	got, err := s.Session(ctx, a1.ID)
+	if err != nil || got.Subject != "iss#alice" || string(got.Data) != `{"x":1}` || got.Mailbox.String() != alice {
+		t.Errorf("Session(a1) = %+v, %v", got, err)
+	}
+	if _, err := s.CreateSession(ctx, store.Session{Subject: " ", Mailbox: mailaddr.MustParse(alice), ExpiresAt: e.Now().Add(time.Hour)}); !errors.Is(err, store.ErrValidation) {
+		t.Errorf("CreateSession(blank subject) = %v, want ErrValidation", err)
+	}
+	if err := s.DeleteSession(ctx, a1.ID); err != nil {
+		t.Fatal(err)
+	}
+	wantErr(t, "Session(after DeleteSession)", errOf(s.Session(ctx, a1.ID)), store.ErrNoSession)
+	if _, err := s.Session(ctx, a2.ID); err != nil {
+		t.Errorf("the other tab's session ended with the first: %v", err)
+	}
+	if n, err := s.DeleteSessionsOf(ctx, "iss#alice"); n != 1 || err != nil {
+		t.Errorf("DeleteSessionsOf = %d, %v; want 1", n, err)
+	}
+	wantErr(t, "Session(after sign out everywhere)", errOf(s.Session(ctx, a2.ID)), store.ErrNoSession)
+	if _, err := s.Session(ctx, b1.ID); err != nil {
+		t.Errorf("bob's session ended with alice's: %v", err)
+	}
+	if n, err := s.DeleteSessionsOfMailbox(ctx, mailaddr.MustParse(bob)); n != 1 || err != nil {
+		t.Errorf("DeleteSessionsOfMailbox = %d, %v; want 1", n, err)
+	}
+	c := mk("iss#carol", "carol@example.com")
+	e.advance(time.Hour)
+	wantErr(t, "Session(expired)", errOf(s.Session(ctx, c.ID)), store.ErrNoSession)
+	wantErr(t, "Session(unknown)", errOf(s.Session(ctx, "nope")), store.ErrNoSession)
+}
+
+func errOf[T any](_ T, err error) error { return err }
+
+func testConsentNonce(t *testing.T, e *env) {
+	s := e.store(nil)
+	ctx := t.Context()
+	sess, err := s.CreateSession(ctx, store.Session{Subject: "iss#alice", Mailbox: mailaddr.MustParse(alice), ExpiresAt: e.Now().Add(time.Hour)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, err := s.CreateSession(ctx, store.Session{Subject: "iss#alice", Mailbox: mailaddr.MustParse(alice), ExpiresAt: e.Now().Add(time.Hour)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n1, err := s.IssueNonce(ctx, sess.ID, 10*time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantErr(t, "UseNonce(another session)", s.UseNonce(ctx, other.ID, n1), store.ErrNoSession)
+	// Concurrent replays: exactly one wins.
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	wins := 0
+	for range 8 {
+		wg.Go(func() {
+			if s.UseNonce(ctx, sess.ID, n1) == nil {
+				mu.Lock()
+				wins++
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	if wins != 1 {
+		t.Errorf("%d of 8 concurrent uses of one nonce succeeded, want 1", wins)
+	}
+	n2, _ := s.IssueNonce(ctx, sess.ID, 10*time.Minute)
+	e.advance(11 * time.Minute)
+	wantErr(t, "UseNonce(expired)", s.UseNonce(ctx, sess.ID, n2), store.ErrNoSession)
+	n3, _ := s.IssueNonce(ctx, sess.ID, 10*time.Minute)
+	if err := s.DeleteSession(ctx, sess.ID); err != nil {
+		t.Fatal(err)
+	}
+	wantErr(t, "UseNonce(after sign-out)", s.UseNonce(ctx, sess.ID, n3), store.ErrNoSession)
+}
+
 func testUnknownID(t *testing.T, e *env) {
 	s := e.store(nil)
 	e.create(s, alice, "exists")
@@ -355,21 +492,27 @@ func testGarbage(t *testing.T, e *env) {
 
 func testValidation(t *testing.T, e *env) {
 	s := e.store(nil)
-	ok := store.NewToken{Owner: alice, Label: "ok", CreatedFrom: "cli", ExpiresAt: e.Now().Add(time.Hour)}
+	ok := store.NewToken{Owner: mailaddr.MustParse(alice), Creator: "test", Label: "ok", CreatedFrom: "cli", ExpiresAt: e.Now().Add(time.Hour)}
 	tests := []struct {
 		name string
 		mod  func(*store.NewToken)
 	}{
-		{"empty owner", func(n *store.NewToken) { n.Owner = "" }},
-		{"owner without @", func(n *store.NewToken) { n.Owner = "alice" }},
-		{"owner with name", func(n *store.NewToken) { n.Owner = "Alice <alice@example.com>" }},
-		{"owner ends with @", func(n *store.NewToken) { n.Owner = "alice@" }},
+		// An empty owner is not "the administrator": the store refuses it.
+		{"empty owner", func(n *store.NewToken) { n.Owner = mailaddr.Address{} }},
+		{"empty creator", func(n *store.NewToken) { n.Creator = " " }},
 		{"empty label", func(n *store.NewToken) { n.Label = "   " }},
 		{"long label", func(n *store.NewToken) { n.Label = strings.Repeat("x", 101) }},
 		{"label with newline", func(n *store.NewToken) { n.Label = "a\nb" }},
 		{"label with NUL", func(n *store.NewToken) { n.Label = "a\x00b" }},
 		{"label not UTF-8", func(n *store.NewToken) { n.Label = "a\xffb" }},
-		{"bad sender", func(n *store.NewToken) { n.Senders = []string{alice, "nobody"} }},
+		{"empty sender", func(n *store.NewToken) { n.Senders = []mailaddr.Address{mailaddr.MustParse(alice), {}} }},
+		// Unicode Cc and Cf: bidi overrides and invisible characters make a
+		// label read differently than it is.
+		{"label with RLO", func(n *store.NewToken) { n.Label = "iPhone \u202Egnp.exe" }},
+		{"label with LRI", func(n *store.NewToken) { n.Label = "a\u2066b" }},
+		{"label with zero-width joiner", func(n *store.NewToken) { n.Label = "a\u200Db" }},
+		{"label with soft hyphen", func(n *store.NewToken) { n.Label = "a\u00ADb" }},
+		{"label with C1 control", func(n *store.NewToken) { n.Label = "a\u0085b" }},
 		{"no expiry", func(n *store.NewToken) { n.ExpiresAt = time.Time{} }},
 		{"expiry now", func(n *store.NewToken) { n.ExpiresAt = e.Now() }},
 		{"expiry past", func(n *store.NewToken) { n.ExpiresAt = e.Now().Add(-time.Hour) }},
@@ -387,7 +530,7 @@ func testValidation(t *testing.T, e *env) {
 	if err != nil || tok.Label != strings.Repeat("ü", 100) {
 		t.Errorf("Create(label of 100 runes with spaces) = %q, %v; want the label trimmed", tok.Label, err)
 	}
-	ts, err := s.List(t.Context(), "")
+	ts, err := s.ListAll(t.Context())
 	if err != nil || len(ts) != 1 {
 		t.Errorf("List after invalid Creates = %d tokens, %v; want 1", len(ts), err)
 	}
@@ -396,9 +539,10 @@ func testValidation(t *testing.T, e *env) {
 func testSenders(t *testing.T, e *env) {
 	s := e.store(nil)
 	n := store.NewToken{
-		Owner:     alice,
+		Owner:     mailaddr.MustParse(alice),
+		Creator:   "test",
 		Label:     "aliases",
-		Senders:   []string{"Sales@Example.com", alice, "sales@example.com"},
+		Senders:   []mailaddr.Address{mailaddr.MustParse("Sales@Example.com"), mailaddr.MustParse(alice), mailaddr.MustParse("sales@example.com")},
 		ExpiresAt: e.Now().Add(time.Hour),
 	}
 	_, tok, err := s.Create(t.Context(), n)
@@ -420,7 +564,7 @@ func testSenders(t *testing.T, e *env) {
 
 func testExpiry(t *testing.T, e *env) {
 	s := e.store(nil)
-	n := store.NewToken{Owner: alice, Label: "short", CreatedFrom: "cli", ExpiresAt: e.Now().Add(time.Hour)}
+	n := store.NewToken{Owner: mailaddr.MustParse(alice), Creator: "test", Label: "short", CreatedFrom: "cli", ExpiresAt: e.Now().Add(time.Hour)}
 	plain, tok, err := s.Create(t.Context(), n)
 	if err != nil {
 		t.Fatal(err)
@@ -451,7 +595,7 @@ func testRevoke(t *testing.T, e *env) {
 		t.Fatalf("Check before Revoke = %v", err)
 	}
 	e.advance(time.Minute)
-	if err := s.Revoke(t.Context(), "Alice@Example.com", tok.ID); err != nil {
+	if err := s.RevokeOwned(t.Context(), mailaddr.MustParse("Alice@Example.com"), tok.ID, "test"); err != nil {
 		t.Fatalf("Revoke(alice, %q) = %v", tok.ID, err)
 	}
 	_, err := s.Check(t.Context(), alice, plain, "192.0.2.1")
@@ -461,7 +605,7 @@ func testRevoke(t *testing.T, e *env) {
 	}
 
 	e.advance(time.Minute)
-	if err := s.Revoke(t.Context(), alice, tok.ID); err != nil {
+	if err := s.RevokeOwned(t.Context(), mailaddr.MustParse(alice), tok.ID, "test"); err != nil {
 		t.Errorf("Revoke again = %v, want nil", err)
 	}
 	got, err := s.Get(t.Context(), tok.ID)
@@ -479,16 +623,16 @@ func testRevoke(t *testing.T, e *env) {
 func testRevokeWrongOwner(t *testing.T, e *env) {
 	s := e.store(nil)
 	plain, tok := e.create(s, alice, "alice's")
-	err := s.Revoke(t.Context(), bob, tok.ID)
+	err := s.RevokeOwned(t.Context(), mailaddr.MustParse(bob), tok.ID, "test")
 	wantErr(t, "Revoke(bob, alice's token)", err, store.ErrNotFound)
 	if _, err := s.Check(t.Context(), alice, plain, "192.0.2.1"); err != nil {
 		t.Errorf("Check after another user's Revoke = %v", err)
 	}
-	err = s.Revoke(t.Context(), alice, "000000000000")
+	err = s.RevokeOwned(t.Context(), mailaddr.MustParse(alice), "000000000000", "test")
 	wantErr(t, "Revoke(alice, unknown id)", err, store.ErrNotFound)
-	err = s.Revoke(t.Context(), "", "000000000000")
+	err = s.RevokeAsAdmin(t.Context(), "000000000000", "test")
 	wantErr(t, "Revoke(admin, unknown id)", err, store.ErrNotFound)
-	if err := s.Revoke(t.Context(), "", tok.ID); err != nil {
+	if err := s.RevokeAsAdmin(t.Context(), tok.ID, "test"); err != nil {
 		t.Errorf("Revoke(admin, %q) = %v", tok.ID, err)
 	}
 	_, err = s.Check(t.Context(), alice, plain, "192.0.2.1")
@@ -503,17 +647,17 @@ func testRevokeAll(t *testing.T, e *env) {
 		plains = append(plains, p)
 	}
 	_, revoked := e.create(s, alice, "revoked")
-	if err := s.Revoke(t.Context(), alice, revoked.ID); err != nil {
+	if err := s.RevokeOwned(t.Context(), mailaddr.MustParse(alice), revoked.ID, "test"); err != nil {
 		t.Fatal(err)
 	}
-	_, _, err := s.Create(t.Context(), store.NewToken{Owner: alice, Label: "expiring", ExpiresAt: e.Now().Add(time.Hour)})
+	_, _, err := s.Create(t.Context(), store.NewToken{Owner: mailaddr.MustParse(alice), Creator: "test", Label: "expiring", ExpiresAt: e.Now().Add(time.Hour)})
 	if err != nil {
 		t.Fatal(err)
 	}
 	bobs, _ := e.create(s, bob, "bob's")
 	e.advance(2 * time.Hour)
 
-	n, err := s.RevokeAll(t.Context(), "ALICE@example.com")
+	n, err := s.RevokeAllOwned(t.Context(), mailaddr.MustParse("ALICE@example.com"), "test", false)
 	if n != 3 || err != nil {
 		t.Errorf("RevokeAll(alice) = %d, %v; want 3, nil", n, err)
 	}
@@ -524,13 +668,13 @@ func testRevokeAll(t *testing.T, e *env) {
 	if _, err := s.Check(t.Context(), bob, bobs, "192.0.2.1"); err != nil {
 		t.Errorf("Check(bob's token) after RevokeAll(alice) = %v", err)
 	}
-	if n, err := s.RevokeAll(t.Context(), alice); n != 0 || err != nil {
+	if n, err := s.RevokeAllOwned(t.Context(), mailaddr.MustParse(alice), "test", false); n != 0 || err != nil {
 		t.Errorf("RevokeAll(alice) again = %d, %v; want 0, nil", n, err)
 	}
-	if n, err := s.RevokeAll(t.Context(), "carol@example.com"); n != 0 || err != nil {
+	if n, err := s.RevokeAllOwned(t.Context(), mailaddr.MustParse("carol@example.com"), "test", false); n != 0 || err != nil {
 		t.Errorf("RevokeAll(carol) = %d, %v; want 0, nil", n, err)
 	}
-	if n, err := s.RevokeAll(t.Context(), ""); err == nil {
+	if n, err := s.RevokeAllOwned(t.Context(), mailaddr.Address{}, "test", true); err == nil {
 		t.Errorf(`RevokeAll("") = %d, nil; want an error`, n)
 	}
 }
@@ -542,12 +686,12 @@ func testPerUserLimit(t *testing.T, e *env) {
 		_, tok := e.create(s, alice, fmt.Sprint("token ", i))
 		toks = append(toks, tok)
 	}
-	n := store.NewToken{Owner: alice, Label: "one too many", ExpiresAt: e.Now().Add(time.Hour)}
+	n := store.NewToken{Owner: mailaddr.MustParse(alice), Creator: "test", Label: "one too many", ExpiresAt: e.Now().Add(time.Hour)}
 	_, _, err := s.Create(t.Context(), n)
 	wantErr(t, "Create(4th live token, limit 3)", err, store.ErrTooMany)
 	e.create(s, bob, "bob is not limited by alice")
 
-	if err := s.Revoke(t.Context(), alice, toks[0].ID); err != nil {
+	if err := s.RevokeOwned(t.Context(), mailaddr.MustParse(alice), toks[0].ID, "test"); err != nil {
 		t.Fatal(err)
 	}
 	e.create(s, alice, "after revoke")
@@ -573,7 +717,7 @@ func testPerUserLimitConcurrent(t *testing.T, e *env) {
 	)
 	for i := range tries {
 		wg.Go(func() {
-			n := store.NewToken{Owner: alice, Label: fmt.Sprint("racer ", i), ExpiresAt: e.Now().Add(time.Hour)}
+			n := store.NewToken{Owner: mailaddr.MustParse(alice), Creator: "test", Label: fmt.Sprint("racer ", i), ExpiresAt: e.Now().Add(time.Hour)}
 			_, _, err := s.Create(t.Context(), n)
 			mu.Lock()
 			defer mu.Unlock()
@@ -602,21 +746,21 @@ func testListAndGet(t *testing.T, e *env) {
 		want = append([]store.Token{tok}, want...) // newest first
 		e.advance(time.Second)
 	}
-	all, err := s.List(t.Context(), "")
+	all, err := s.ListAll(t.Context())
 	if err != nil {
 		t.Fatal(err)
 	}
 	if diff := cmp.Diff(want, all); diff != "" {
 		t.Errorf("List(all), diff (-want +got):\n%s", diff)
 	}
-	alices, err := s.List(t.Context(), "Alice@Example.com")
+	alices, err := s.ListOwned(t.Context(), mailaddr.MustParse("Alice@Example.com"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if diff := cmp.Diff([]store.Token{want[0], want[2]}, alices); diff != "" {
 		t.Errorf("List(alice), diff (-want +got):\n%s", diff)
 	}
-	none, err := s.List(t.Context(), "carol@example.com")
+	none, err := s.ListOwned(t.Context(), mailaddr.MustParse("carol@example.com"))
 	if err != nil || len(none) != 0 {
 		t.Errorf("List(carol) = %v, %v; want none", none, err)
 	}
@@ -650,7 +794,7 @@ func testUseTracking(t *testing.T, e *env) {
 			t.Errorf("%s: Get = UseCount %d, LastUsedAt %v, LastUsedFrom %q; want 2, %v, %q",
 				when, got.UseCount, got.LastUsedAt, got.LastUsedFrom, wantAt, "[2001:db8::1]:4711")
 		}
-		ts, err := s.List(t.Context(), alice)
+		ts, err := s.ListOwned(t.Context(), mailaddr.MustParse(alice))
 		if err != nil || len(ts) != 1 {
 			t.Fatalf("List(alice) = %d tokens, %v", len(ts), err)
 		}
@@ -673,7 +817,7 @@ func testUseTracking(t *testing.T, e *env) {
 	if _, err := s.Check(t.Context(), alice, plain, "192.0.2.3"); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Revoke(t.Context(), alice, tok.ID); err != nil {
+	if err := s.RevokeOwned(t.Context(), mailaddr.MustParse(alice), tok.ID, "test"); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.Flush(t.Context()); err != nil {
@@ -754,11 +898,11 @@ func testSecondStore(t *testing.T, e *env) {
 	if _, err := server.Check(t.Context(), alice, plain, "192.0.2.1"); err != nil {
 		t.Fatal(err)
 	}
-	ts, err := cli.List(t.Context(), alice)
+	ts, err := cli.ListOwned(t.Context(), mailaddr.MustParse(alice))
 	if err != nil || len(ts) != 1 || ts[0].ID != tok.ID {
 		t.Fatalf("CLI List(alice) = %v, %v; want the server's token", ts, err)
 	}
-	if err := cli.Revoke(t.Context(), "", tok.ID); err != nil {
+	if err := cli.RevokeAsAdmin(t.Context(), tok.ID, "test"); err != nil {
 		t.Fatalf("CLI Revoke = %v", err)
 	}
 	_, err = server.Check(t.Context(), alice, plain, "192.0.2.1")
@@ -798,7 +942,7 @@ func testNoSecretInOutput(t *testing.T, e *env) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	list, err := s.List(t.Context(), "")
+	list, err := s.ListAll(t.Context())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -822,7 +966,7 @@ func testHTMLLabel(t *testing.T, e *env) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	list, err := s.List(t.Context(), alice)
+	list, err := s.ListOwned(t.Context(), mailaddr.MustParse(alice))
 	if err != nil || len(list) != 1 {
 		t.Fatalf("List(alice) = %v, %v", list, err)
 	}
