@@ -12,8 +12,8 @@ import (
 
 	"github.com/go-chi/chi/v5"
 
-	"github.com/smtpgate/smtpgate/oidc"
 	"github.com/smtpgate/smtpgate/mailaddr"
+	"github.com/smtpgate/smtpgate/oidc"
 	"github.com/smtpgate/smtpgate/outbox"
 	"github.com/smtpgate/smtpgate/store"
 )
