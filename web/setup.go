@@ -13,8 +13,6 @@ import (
 	"github.com/go-chi/chi/v5"
 
 	"github.com/smtpgate/smtpgate/clientsetup"
-	"github.com/smtpgate/smtpgate/mailaddr"
-	"github.com/smtpgate/smtpgate/store"
 )
 
 // setupPages are the templates of the setup pages and the token checker.
@@ -285,38 +283,10 @@ func (a *app) appleProfile(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	switch err := a.cfg.Store.UseNonce(r.Context(), s.SessionID, r.PostFormValue("nonce")); {
-	case errors.Is(err, store.ErrNoSession):
-		a.log.Info("web: consent replayed or expired", "subject", s.Subject, "remote", a.remoteIP(r))
-		a.fail(w, r, http.StatusConflict, "This profile request was already used or has expired, so no token was created. Start again from the Apple setup page.")
-		return
-	case err != nil:
-		a.log.Error("web: use consent nonce", "err", err)
-		a.fail(w, r, http.StatusInternalServerError, "The token could not be created. Please try again.")
-		return
-	}
-	senders := make([]mailaddr.Address, len(f.Senders))
-	for i, addr := range f.Senders {
-		senders[i] = mailaddr.MustParse(addr) // from the session, parsed at sign-in
-	}
-	secret, t, err := a.cfg.Store.Create(r.Context(), store.NewToken{
-		Owner:       s.Mailbox(),
-		Creator:     s.Subject,
-		Label:       f.Label,
-		Senders:     senders,
-		ExpiresAt:   f.Until,
-		CreatedFrom: a.remoteIP(r),
+	secret, t, ok := a.createConsented(w, r, s, f, "web, Apple profile", "the Apple setup page", func(status int, msg string) {
+		a.fail(w, r, status, msg)
 	})
-	switch {
-	case errors.Is(err, store.ErrTooMany):
-		a.fail(w, r, http.StatusConflict, "You have as many live tokens as allowed. Revoke one you no longer use first.")
-		return
-	case errors.Is(err, store.ErrValidation):
-		a.fail(w, r, http.StatusBadRequest, strings.TrimPrefix(err.Error(), "store: "))
-		return
-	case err != nil:
-		a.log.Error("web: create token", "err", err)
-		a.fail(w, r, http.StatusInternalServerError, "The token could not be created. Please try again.")
+	if !ok {
 		return
 	}
 	b, err := clientsetup.Mobileconfig(a.server(), a.cfg.Autoconfig, clientsetup.Profile{
@@ -329,7 +299,6 @@ func (a *app) appleProfile(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, http.StatusInternalServerError, "The profile could not be built.")
 		return
 	}
-	a.log.Info("audit: token created", "by", s.Subject, "via", "web, Apple profile", "id", t.ID, "owner", t.Owner, "label", t.Label, "senders", t.Senders, "expires", t.ExpiresAt, "remote", a.remoteIP(r))
 	w.Header().Set("Content-Type", "application/x-apple-aspen-config")
 	w.Header().Set("Content-Disposition", `attachment; filename="mail.mobileconfig"`)
 	w.Write(b)

@@ -215,17 +215,31 @@ func (a *app) confirmToken(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	// The consent page's nonce is spent here, once: a reload or a
-	// replayed POST does not mint a second token.
+	secret, t, ok := a.createConsented(w, r, s, f, "web", "your token list", func(status int, msg string) {
+		a.renderTokens(w, r, s, status, f, []string{msg})
+	})
+	if !ok {
+		return
+	}
+	a.render(w, r, http.StatusOK, "created", page{Session: s, Created: &createdToken{secret, t}, Settings: a.settings()})
+}
+
+// createConsented spends the consent step's one-time nonce, so a reload
+// or a replayed POST does not mint a second token, then creates the token
+// form f describes and logs the audit line. When it cannot, it has
+// answered: formErr shows a problem with the form on the caller's page,
+// and startOver names where to begin again.
+func (a *app) createConsented(w http.ResponseWriter, r *http.Request, s *signIn, f tokenForm, via, startOver string,
+	formErr func(status int, msg string)) (string, store.Token, bool) {
 	switch err := a.cfg.Store.UseNonce(r.Context(), s.SessionID, r.PostFormValue("nonce")); {
 	case errors.Is(err, store.ErrNoSession):
 		a.log.Info("web: consent replayed or expired", "subject", s.Subject, "remote", a.remoteIP(r))
-		a.fail(w, r, http.StatusConflict, "This confirmation was already used or has expired, so no token was created. Start again from your token list.")
-		return
+		a.fail(w, r, http.StatusConflict, "This confirmation was already used or has expired, so no token was created. Start again from "+startOver+".")
+		return "", store.Token{}, false
 	case err != nil:
 		a.log.Error("web: use consent nonce", "err", err)
 		a.fail(w, r, http.StatusInternalServerError, "The token could not be created. Please try again.")
-		return
+		return "", store.Token{}, false
 	}
 	senders := make([]mailaddr.Address, len(f.Senders))
 	for i, addr := range f.Senders {
@@ -241,18 +255,18 @@ func (a *app) confirmToken(w http.ResponseWriter, r *http.Request) {
 	})
 	switch {
 	case errors.Is(err, store.ErrTooMany):
-		a.renderTokens(w, r, s, http.StatusConflict, f, []string{"You have as many live tokens as allowed. Revoke one you no longer use first."})
-		return
+		formErr(http.StatusConflict, "You have as many live tokens as allowed. Revoke one you no longer use first.")
+		return "", store.Token{}, false
 	case errors.Is(err, store.ErrValidation):
-		a.renderTokens(w, r, s, http.StatusBadRequest, f, []string{strings.TrimPrefix(err.Error(), "store: ")})
-		return
+		formErr(http.StatusBadRequest, strings.TrimPrefix(err.Error(), "store: "))
+		return "", store.Token{}, false
 	case err != nil:
 		a.log.Error("web: create token", "err", err)
 		a.fail(w, r, http.StatusInternalServerError, "The token could not be created. Please try again.")
-		return
+		return "", store.Token{}, false
 	}
-	a.log.Info("audit: token created", "by", s.Subject, "via", "web", "id", t.ID, "owner", t.Owner, "label", t.Label, "senders", t.Senders, "expires", t.ExpiresAt, "remote", a.remoteIP(r))
-	a.render(w, r, http.StatusOK, "created", page{Session: s, Created: &createdToken{secret, t}, Settings: a.settings()})
+	a.log.Info("audit: token created", "by", s.Subject, "via", via, "id", t.ID, "owner", t.Owner, "label", t.Label, "senders", t.Senders, "expires", t.ExpiresAt, "remote", a.remoteIP(r))
+	return secret, t, true
 }
 
 func (a *app) revoke(w http.ResponseWriter, r *http.Request) {
