@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"encoding/base64"
@@ -289,11 +290,11 @@ func (c *conn) lineLimit(prefix []byte) int {
 	if len(prefix) < 5 {
 		return max(c.srv.cfg.MaxLineLength, envelopeLineLimit)
 	}
-	switch strings.ToUpper(string(prefix[:5])) {
-	case "AUTH ":
+	switch verb := prefix[:5]; {
+	case bytes.EqualFold(verb, []byte("AUTH ")):
 		// Before TLS too, so that the client learns 538, not 500.
 		return c.srv.cfg.MaxLineLength
-	case "MAIL ", "RCPT ":
+	case bytes.EqualFold(verb, []byte("MAIL ")), bytes.EqualFold(verb, []byte("RCPT ")):
 		return envelopeLineLimit
 	}
 	return commandLineLimit
