@@ -5,8 +5,6 @@ import (
 	"bytes"
 	"encoding/json"
 	"io"
-	"log/slog"
-	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -14,8 +12,6 @@ import (
 	"syscall"
 	"testing"
 	"time"
-
-	"github.com/smtpgate/smtpgate/oidc/devprovider"
 )
 
 // TestThunderbirdInstallsAddon gives Debian's Thunderbird the generated
@@ -27,21 +23,7 @@ import (
 // add-on with scopes as a list (Thunderbird wants one string) is refused.
 func TestThunderbirdInstallsAddon(t *testing.T) {
 	tb := requireTool(t, "thunderbird")
-	idpSrv := httptest.NewUnstartedServer(nil)
-	issuer := "http://" + idpSrv.Listener.Addr().String()
-	p, err := devprovider.New(devprovider.Config{
-		Issuer:        issuer,
-		Users:         []devprovider.User{{Username: "alice", Password: "pw", Email: "alice@example.com", EmailVerified: true}},
-		Clients:       []devprovider.Client{{ID: "thunderbird", RedirectURIs: []string{"http://localhost"}}},
-		AllowInsecure: true,
-		Logger:        slog.New(slog.NewTextHandler(t.Output(), nil)),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	idpSrv.Config.Handler = p.Handler()
-	idpSrv.Start()
-	t.Cleanup(idpSrv.Close)
+	issuer := startThunderbirdIdP(t)
 	gw := startGateway(t, issuer, "upstream: {addr: 127.0.0.1:9, tls: none}\nautoconfig: {domains: [example.com]}\nthunderbird: {client_id: thunderbird}")
 	xpi := filepath.Join(t.TempDir(), "addon.xpi")
 	var out bytes.Buffer

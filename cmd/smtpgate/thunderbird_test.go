@@ -22,15 +22,11 @@ import (
 	"github.com/smtpgate/smtpgate/oidc/devprovider"
 )
 
-// TestThunderbirdOAuthWithAddon does what Thunderbird does with the
-// generated add-on and nothing else: it reads oauth_provider from the
-// .xpi, runs the authorization code flow with PKCE at those endpoints
-// (signing in at the development provider's form), takes the token
-// response apart as Thunderbird does (it needs expires_in and a refresh
-// token), sends through smtpgate to postfix with XOAUTH2, and after a
-// "restart" sends again with a refreshed token, no sign-in.
-func TestThunderbirdOAuthWithAddon(t *testing.T) {
-	pfAddr, _, _, maildir := postfixEnv(t)
+// startThunderbirdIdP runs a development provider with alice (password
+// "pw", alias team@example.com) and Thunderbird's public client, and
+// returns its issuer URL.
+func startThunderbirdIdP(t *testing.T) string {
+	t.Helper()
 	idpSrv := httptest.NewUnstartedServer(nil)
 	issuer := "http://" + idpSrv.Listener.Addr().String()
 	p, err := devprovider.New(devprovider.Config{
@@ -47,6 +43,19 @@ func TestThunderbirdOAuthWithAddon(t *testing.T) {
 	idpSrv.Config.Handler = p.Handler()
 	idpSrv.Start()
 	t.Cleanup(idpSrv.Close)
+	return issuer
+}
+
+// TestThunderbirdOAuthWithAddon does what Thunderbird does with the
+// generated add-on and nothing else: it reads oauth_provider from the
+// .xpi, runs the authorization code flow with PKCE at those endpoints
+// (signing in at the development provider's form), takes the token
+// response apart as Thunderbird does (it needs expires_in and a refresh
+// token), sends through smtpgate to postfix with XOAUTH2, and after a
+// "restart" sends again with a refreshed token, no sign-in.
+func TestThunderbirdOAuthWithAddon(t *testing.T) {
+	pfAddr, _, _, maildir := postfixEnv(t)
+	issuer := startThunderbirdIdP(t)
 	gw := startGateway(t, issuer, "upstream: {addr: "+pfAddr+", tls: none}\nautoconfig: {domains: [example.com]}\nthunderbird: {client_id: thunderbird}")
 
 	// The add-on, as the admin builds it.
