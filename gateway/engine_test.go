@@ -221,6 +221,37 @@ func TestConnectionLimits(t *testing.T) {
 			t.Errorf("third connection: %d %s, want 421 4.7.0 Too many connections", code, msg)
 		}
 	})
+	t.Run("refused connections do not count", func(t *testing.T) {
+		e := newTestEnv(t, func(gc *gateway.Config, _ *oidc.Config) { gc.MaxConns = 1 })
+		a := e.dialTLS(t)
+		// Refused on port 465, this one waits out its handshake.
+		stalled, err := net.Dial("tcp", e.tlsAddr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer stalled.Close()
+		a.cmd("QUIT", 221)
+		a.closed()
+		// The one accepted connection is gone: the next one is served,
+		// even while the refused one lingers. Closing takes the server a
+		// moment, so try a few times.
+		for i := range 50 {
+			conn, err := tls.Dial("tcp", e.tlsAddr, e.clientTLS)
+			if err != nil {
+				t.Fatal(err)
+			}
+			c := newRawClientNoGreeting(t, conn)
+			code, msg, _ := c.readReply(5 * time.Second)
+			conn.Close()
+			if code == 220 {
+				return
+			}
+			if i == 49 {
+				t.Fatalf("after the only accepted connection closed: %d %s, want 220", code, msg)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	})
 	t.Run("per client, implicit TLS", func(t *testing.T) {
 		e := newTestEnv(t, func(gc *gateway.Config, _ *oidc.Config) { gc.MaxConnsPerClient = 1 })
 		e.dialTLS(t)

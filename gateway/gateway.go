@@ -287,25 +287,13 @@ func (c *Config) setDefaults() {
 	}
 }
 
-// Validate reports every problem with the configuration's values, as New
-// would, without the seams (Tokens, Passwords, Credentials) or I/O.
-func (c Config) Validate() error {
-	c.setDefaults()
-	return c.validateValues()
-}
-
 func (c *Config) validate() error {
-	err := c.validateValues()
-	if c.Tokens == nil {
-		err = errors.Join(err, errors.New("a token verifier is required"))
-	}
-	return err
-}
-
-func (c *Config) validateValues() error {
 	var errs []error
 	if c.Hostname == "" {
 		errs = append(errs, errors.New("hostname is required"))
+	}
+	if c.Tokens == nil {
+		errs = append(errs, errors.New("a token verifier is required"))
 	}
 	if c.TLSConfig == nil && !c.AllowInsecureAuth {
 		errs = append(errs, errors.New("a TLS certificate is required unless allow_insecure_auth is set"))

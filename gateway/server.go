@@ -30,7 +30,8 @@ type Server struct {
 
 	mu        sync.Mutex
 	listeners map[net.Listener]struct{}
-	conns     map[*conn]struct{}
+	conns     map[*conn]struct{}   // every connection, refused ones too, until closed
+	accepted  int                  // conns not refused: what MaxConns bounds
 	perClient map[netip.Prefix]int // open connections per client address (IPv6: per /64)
 	perIdent  map[string]int       // transactions under way per identity
 	drained   chan struct{}        // closed when closing and no connection is left
@@ -155,13 +156,14 @@ func (s *Server) newConn(nc net.Conn, implicitTLS bool) *conn {
 	}
 	s.running.Add(1) // under mu, so never after Close's Wait began
 	switch {
-	case len(s.conns) >= s.cfg.MaxConns:
+	case s.accepted >= s.cfg.MaxConns:
 		c.refused = errTooManyConns
 	case s.perClient[c.client] >= s.cfg.MaxConnsPerClient:
 		c.refused = errTooManyClientConns
 	}
 	s.conns[c] = struct{}{}
 	if c.refused == nil {
+		s.accepted++
 		s.perClient[c.client]++
 	}
 	s.mu.Unlock()
@@ -177,6 +179,7 @@ func (s *Server) forget(c *conn) {
 	}
 	delete(s.conns, c)
 	if c.refused == nil {
+		s.accepted--
 		if s.perClient[c.client]--; s.perClient[c.client] <= 0 {
 			delete(s.perClient, c.client)
 		}
